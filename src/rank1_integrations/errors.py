@@ -1,0 +1,24 @@
+"""Exceptions raised by rank1-integrations."""
+
+from __future__ import annotations
+
+__all__ = ["Rank1Error", "JudgmentError", "NoVerdictError"]
+
+
+class Rank1Error(Exception):
+    """Base class for every error this package raises on purpose."""
+
+
+class NoVerdictError(Rank1Error):
+    """The model gave no verdict: neither answer token, even after the forced answer."""
+
+
+class JudgmentError(Rank1Error):
+    """A judgment failed after the last try. ``index`` names the passage in the input.
+
+    The original exception is chained as ``__cause__``.
+    """
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(f"judgment of passage {index} failed: {message}")
+        self.index = index

@@ -1,0 +1,320 @@
+"""The rank1 protocol as pure functions: prompt, instruction, truncation, score, forced answer.
+
+Nothing here does I/O. Every rank1 rule lives in this module once; the client's transports
+and the bundled server (``rank1_server``) both call it.
+
+The reference is the official ``orionw/rank1`` code (``rank1.py`` at 30585c2). Where this
+module departs from it, the departure is a documented fix, marked ``FIX:`` below and listed
+in the README.
+
+Usage::
+
+    >>> from rank1_integrations.protocol import build_prompt, score_from_logprobs
+    >>> prompt = build_prompt("what is rank1?", "rank1 is a reasoning reranker.")
+    >>> prompt.endswith("<think>")
+    True
+    >>> round(score_from_logprobs(-0.1, -2.4), 4)
+    0.9089
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+__all__ = [
+    "ANSWER_FALSE",
+    "ANSWER_TRUE",
+    "DEFAULT_MAX_PASSAGE_CHARS",
+    "STOP_STRINGS",
+    "THINK_END",
+    "THINK_START",
+    "AnswerReading",
+    "VerdictSource",
+    "apply_instruction",
+    "build_prompt",
+    "clean_reasoning",
+    "extract_reasoning",
+    "forced_answer_prompt",
+    "normalise_answer_token",
+    "read_answer",
+    "score_from_logprobs",
+    "truncate_passage",
+    "verdict_from_text",
+]
+
+THINK_START = "<think>"
+THINK_END = "</think>"
+#: The answer tokens, with their leading space (Qwen2.5 ids 830 and 895).
+ANSWER_TRUE = " true"
+ANSWER_FALSE = " false"
+#: The official stop strings: the generation ends on the answer token itself.
+STOP_STRINGS: tuple[str, str] = (THINK_END + ANSWER_TRUE, THINK_END + ANSWER_FALSE)
+
+#: Character budget for a passage when no tokenizer is known. rank1 was trained on
+#: sequences cut at 2500 tokens; ~4 characters per token leaves room for the reasoning.
+DEFAULT_MAX_PASSAGE_CHARS = 6000
+
+_PROMPT_HEAD = (
+    "Determine if the following passage is relevant to the query. "
+    "Answer only with 'true' or 'false'.\n"
+    "Query: "
+)
+_PROMPT_MID = "\nPassage: "
+_PROMPT_TAIL = "\n" + THINK_START
+
+_QUERY_PLACEHOLDERS = ("{query}", "FILL_QUERY_HERE")
+
+
+class VerdictSource(str, Enum):
+    """How a judgment's verdict was obtained."""
+
+    #: Read from the answer position's logprobs after the model closed its reasoning.
+    ANSWER_LOGPROBS = "answer_logprobs"
+    #: The reasoning did not end in an answer (budget spent, no ``</think>``): a second,
+    #: one-token request on the forced-answer prompt gave the verdict.
+    FORCED_ANSWER = "forced_answer"
+    #: The host returned no logprobs: the verdict is the answer word in the text, and the
+    #: score is 1.0 or 0.0, uncalibrated.
+    TEXT_ONLY = "text_only"
+
+
+# --------------------------------------------------------------------------- prompt
+
+
+def apply_instruction(query: str, instruction: str | None) -> str:
+    """Return the text that fills the prompt's query slot.
+
+    * ``instruction`` holding ``{query}`` or the official placeholder ``FILL_QUERY_HERE`` is
+      a template (like the paper's per-dataset prompts): the whole filled template replaces
+      the query. Only the placeholder is replaced; braces elsewhere are kept as written.
+    * Any other instruction is free text appended the official way:
+      ``f"{query} {instruction}".strip()``, unless the two are equal.
+    * ``None`` or an empty instruction leaves the query as it is. (FIX: the official code
+      crashes when an instruction is None.)
+    """
+    if not instruction:
+        return query
+    for placeholder in _QUERY_PLACEHOLDERS:
+        if placeholder in instruction:
+            return instruction.replace(placeholder, query)
+    if instruction == query:
+        return query
+    return f"{query} {instruction}".strip()
+
+
+def build_prompt(
+    query: str,
+    passage: str,
+    *,
+    title: str | None = None,
+    instruction: str | None = None,
+) -> str:
+    """Build the official rank1 prompt, byte for byte.
+
+    User text is concatenated, never run through ``str.format``: braces, ``%``, newlines and
+    think tags in the query or passage reach the model unchanged. A ``title`` joins the
+    passage as ``f"{title} {passage}"`` like the official code (a space even when the title
+    is empty).
+
+    >>> print(build_prompt("q", "p"))
+    Determine if the following passage is relevant to the query. Answer only with 'true' or 'false'.
+    Query: q
+    Passage: p
+    <think>
+    """
+    if title is not None:
+        passage = f"{title} {passage}"
+    return _PROMPT_HEAD + apply_instruction(query, instruction) + _PROMPT_MID + passage + _PROMPT_TAIL
+
+
+# --------------------------------------------------------------------------- truncation
+
+
+def truncate_passage(
+    passage: str,
+    *,
+    max_tokens: int | None = None,
+    tokenize: Callable[[str], Sequence[int]] | None = None,
+    detokenize: Callable[[Sequence[int]], str] | None = None,
+    max_chars: int = DEFAULT_MAX_PASSAGE_CHARS,
+) -> tuple[str, bool]:
+    """Cut a passage to a budget; return ``(passage, was_truncated)``.
+
+    Only the passage is cut, never the prompt around it, so the trailing ``<think>``
+    always survives (FIX: a published port truncates the whole prompt and can cut it off).
+
+    With ``max_tokens`` and a ``tokenize``/``detokenize`` pair the budget is in tokens.
+    Otherwise it is ``max_chars`` characters, cut back to the last whitespace so no word
+    is split (when there is whitespace in the last fifth of the budget).
+    """
+    if max_tokens is not None and tokenize is not None and detokenize is not None:
+        if max_tokens < 0:
+            raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
+        ids = list(tokenize(passage))
+        if len(ids) <= max_tokens:
+            return passage, False
+        return detokenize(ids[:max_tokens]), True
+    if max_chars < 0:
+        raise ValueError(f"max_chars must be >= 0, got {max_chars}")
+    if len(passage) <= max_chars:
+        return passage, False
+    cut = passage[:max_chars]
+    space = max(cut.rfind(" "), cut.rfind("\n"))
+    if space >= max_chars * 4 // 5:
+        cut = cut[:space]
+    return cut, True
+
+
+# --------------------------------------------------------------------------- score
+
+
+def score_from_logprobs(logprob_true: float, logprob_false: float) -> float:
+    """P(true) renormalised over the two answers: ``sigmoid(lt - lf)``, a plain float.
+
+    FIX: the official ``exp(lt) / (exp(lt) + exp(lf))`` divides 0/0 when both underflow.
+    """
+    diff = float(logprob_true) - float(logprob_false)
+    if diff >= 0:
+        return 1.0 / (1.0 + math.exp(-diff))
+    e = math.exp(diff)
+    return e / (1.0 + e)
+
+
+def normalise_answer_token(token: str) -> str | None:
+    """Map a logprob key to ``ANSWER_TRUE``/``ANSWER_FALSE``, or ``None``.
+
+    The rule for variants, in one place:
+
+    * exact ``" true"`` / ``" false"`` are the answer tokens;
+    * a variant that differs only by case or by surrounding whitespace (``"true"``,
+      ``" True"``, ``"FALSE"``, ``" true\\n"``) counts as the same answer; when several
+      keys map to one answer, :func:`read_answer` keeps the most probable, i.e. the exact
+      token wins whenever it is present (it is the one the model was trained on);
+    * keys a server writes as ids (``"token_id:830"``) cannot be mapped by text: callers
+      pass ``answer_ids`` to :func:`read_answer` for them.
+    """
+    word = token.strip().lower()
+    if word == "true":
+        return ANSWER_TRUE
+    if word == "false":
+        return ANSWER_FALSE
+    return None
+
+
+_TOKEN_ID_KEY = re.compile(r"^token_id:(\d+)$")
+
+
+@dataclass(frozen=True)
+class AnswerReading:
+    """The verdict read at an answer position.
+
+    ``estimated`` is True when one answer token was absent from the top-k: its log
+    probability was then bounded from above by the smallest log probability in the top-k
+    (it cannot be more likely than anything listed), so ``score`` is a conservative
+    estimate, not a measurement.
+    """
+
+    score: float
+    logprob_true: float
+    logprob_false: float
+    estimated: bool = False
+
+
+def read_answer(
+    top_logprobs: Mapping[str, float] | Sequence[tuple[str | int, float]],
+    *,
+    answer_ids: Mapping[int, str] | None = None,
+) -> AnswerReading | None:
+    """Read P(true) from one position's top logprobs.
+
+    ``top_logprobs`` is either a mapping ``{token_text: logprob}`` (vLLM, OpenAI legacy,
+    llama-cpp-python) or a sequence of ``(token_text_or_id, logprob)`` pairs (llama.cpp's
+    chat-style list, where special tokens have empty text and must be matched by id).
+    ``answer_ids`` maps token ids to :data:`ANSWER_TRUE` / :data:`ANSWER_FALSE` and is
+    checked first for integer keys and ``"token_id:N"`` keys.
+
+    Returns ``None`` when neither answer token is present (no verdict at this position).
+    When exactly one is present, the other is bounded by the smallest listed logprob and
+    the reading is marked ``estimated``. Values of -9999.0 (vLLM's -inf) count as present
+    with that value.
+    """
+    pairs = top_logprobs.items() if isinstance(top_logprobs, Mapping) else top_logprobs
+    found: dict[str, float] = {}
+    floor = math.inf
+    for key, value in pairs:
+        value = float(value)
+        floor = min(floor, value)
+        answer: str | None = None
+        if isinstance(key, int):
+            answer = (answer_ids or {}).get(key)
+        else:
+            m = _TOKEN_ID_KEY.match(key)
+            answer = (answer_ids or {}).get(int(m.group(1))) if m else normalise_answer_token(key)
+        if answer is not None and value > found.get(answer, -math.inf):
+            found[answer] = value
+    if not found:
+        return None
+    estimated = len(found) == 1
+    lt = found.get(ANSWER_TRUE, floor)
+    lf = found.get(ANSWER_FALSE, floor)
+    return AnswerReading(
+        score=score_from_logprobs(lt, lf),
+        logprob_true=lt,
+        logprob_false=lf,
+        estimated=estimated,
+    )
+
+
+def verdict_from_text(text: str) -> bool | None:
+    """The verdict written after ``</think>`` (or the last word, if no tag): True, False or None."""
+    tail = text.rsplit(THINK_END, 1)[1] if THINK_END in text else text
+    words = re.findall(r"[A-Za-z]+", tail)
+    if THINK_END not in text:
+        words = words[-1:]
+    for word in words:
+        low = word.lower()
+        if low in ("true", "false"):
+            return low == "true"
+    return None
+
+
+# --------------------------------------------------------------------------- reasoning
+
+
+def extract_reasoning(text: str) -> str:
+    """The reasoning chain from generated text: what precedes ``</think>``, minus any
+    leading ``<think>``, stripped. Text without ``</think>`` is all reasoning."""
+    head = text.split(THINK_END, 1)[0]
+    head = head.lstrip()
+    if head.startswith(THINK_START):
+        head = head[len(THINK_START) :]
+    return head.strip()
+
+
+def clean_reasoning(text: str) -> str:
+    """Clean an unfinished chain the official way: cut back to the last sentence end.
+
+    ``rstrip``; unless it ends in ``.``, ``!`` or ``?``, cut after the last of them (keep
+    everything when there is none); ``strip``.
+    """
+    text = text.rstrip()
+    if text and text[-1] not in ".!?":
+        last = max(text.rfind("."), text.rfind("!"), text.rfind("?"))
+        if last != -1:
+            text = text[: last + 1]
+    return text.strip()
+
+
+def forced_answer_prompt(prompt: str, reasoning: str) -> str:
+    """The prompt that forces a one-token answer after an unfinished chain.
+
+    ``f"{prompt}\\n{cleaned}\\n</think>"`` with the official cleaning. FIX: when the chain
+    already holds ``</think>`` it is cut there, so the prompt never has two.
+    """
+    if THINK_END in reasoning:
+        reasoning = reasoning.split(THINK_END, 1)[0]
+    return f"{prompt}\n{clean_reasoning(reasoning)}\n{THINK_END}"
