@@ -128,7 +128,8 @@ def build_prompt(
     """
     if title is not None:
         passage = f"{title} {passage}"
-    return _PROMPT_HEAD + apply_instruction(query, instruction) + _PROMPT_MID + passage + _PROMPT_TAIL
+    query_slot = apply_instruction(query, instruction)
+    return _PROMPT_HEAD + query_slot + _PROMPT_MID + passage + _PROMPT_TAIL
 
 
 # --------------------------------------------------------------------------- truncation

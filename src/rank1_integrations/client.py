@@ -1,0 +1,461 @@
+"""``Rank1Client``: rank1 against any OpenAI-compatible server, with retries, bounded
+concurrency and a judgment cache.
+
+Usage::
+
+    from rank1_integrations import Rank1Client
+
+    client = Rank1Client(base_url="http://127.0.0.1:8000/v1", model="jhu-clsp/rank1-7b")
+    judgments = client.rerank("what causes tides?", ["The Moon's gravity ...", "Tidal ..."])
+    best = max(judgments, key=lambda j: j.score)
+
+    # or, inside an event loop
+    judgments = await client.arerank(query, passages)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import httpx
+import openai
+
+from .cache import JudgmentCache, MemoryCache, cache_key
+from .errors import JudgmentError, Rank1Error
+from .judgment import Judgment
+from .protocol import DEFAULT_MAX_PASSAGE_CHARS, build_prompt, truncate_passage
+from .retry import retrying
+from .transports import BatchTransport, ChatTransport, CompletionsTransport, JudgeCall, Transport
+from .transports.sdk import AnyOpenAI, Sdk
+
+__all__ = ["Rank1Client", "Mode", "OnError", "PassageInput", "DEFAULT_BASE_URL", "DEFAULT_MODEL"]
+
+logger = logging.getLogger("rank1_integrations")
+
+Mode = Literal["completions", "chat", "rerank"]
+OnError = Literal["raise", "keep", "drop"]
+#: A passage: its text, or a mapping with ``"text"`` and optionally ``"title"``.
+PassageInput = str | Mapping[str, Any]
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+DEFAULT_MODEL = "jhu-clsp/rank1-7b"
+_MODES = ("completions", "chat", "rerank")
+_ON_ERROR = ("raise", "keep", "drop")
+
+T = TypeVar("T")
+
+
+@dataclass
+class _LoopState:
+    """What belongs to one event loop: an async SDK client and the concurrency bound."""
+
+    sdk_client: AnyOpenAI
+    semaphore: asyncio.Semaphore
+    owned: bool
+
+
+class _BackgroundLoop:
+    """An event loop in a daemon thread, where the sync methods run their coroutines."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="rank1-client-loop", daemon=True
+        )
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+        self.loop.close()
+
+
+class Rank1Client:
+    """Judge (query, passage) pairs with rank1 on an OpenAI-compatible server.
+
+    Every setting can come from the environment: ``RANK1_BASE_URL``, ``RANK1_API_KEY``,
+    ``RANK1_MODEL``. See the README's settings table for the rest.
+
+    Args:
+        base_url: the server's ``/v1`` URL (default ``RANK1_BASE_URL`` or
+            ``http://127.0.0.1:8000/v1``, where ``rank1-server`` listens).
+        api_key: bearer token (default ``RANK1_API_KEY``, or ``"EMPTY"``).
+        model: served model name (default ``RANK1_MODEL`` or ``jhu-clsp/rank1-7b``).
+        mode: ``"completions"`` (faithful raw prompt, the default), ``"chat"`` (hosts with
+            only a chat API) or ``"rerank"`` (``/v1/rerank`` of the bundled server).
+        max_reasoning_tokens: reasoning budget per judgment (the official code allows
+            8192; chains rarely need more than a few hundred tokens).
+        instruction: a relevance definition, as text appended to the query or as a
+            template holding ``{query}`` / ``FILL_QUERY_HERE``.
+        concurrency: requests in flight at once (per event loop).
+        timeout: seconds per HTTP request.
+        max_retries: further tries after the first, for connection errors, timeouts,
+            408/409/429 and 5xx (``Retry-After`` is honoured).
+        on_error: what :meth:`rerank` does with a judgment that failed after its retries:
+            ``"raise"`` a :class:`~rank1_integrations.errors.JudgmentError` naming the
+            passage, ``"keep"`` it with ``error`` set and no score, or ``"drop"`` it
+            (logged as a warning with its index).
+        cache: ``True`` for an in-memory LRU cache (the default), ``None``/``False`` for
+            none, or any :class:`~rank1_integrations.cache.JudgmentCache`.
+        max_passage_chars: passages longer than this are cut (the judgment says so).
+        answer_token_ids: ids of `` true`` / `` false`` in the served vocabulary, for the
+            forced answer's token whitelist (830 and 895 for Qwen2.5-based rank1).
+        client: an ``openai.AsyncOpenAI`` / ``openai.OpenAI`` to use as is, or an
+            ``httpx.AsyncClient`` / ``httpx.Client`` to build one on.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        model: str | None = None,
+        *,
+        mode: Mode = "completions",
+        max_reasoning_tokens: int = 2048,
+        instruction: str | None = None,
+        concurrency: int = 8,
+        timeout: float = 600.0,
+        max_retries: int = 3,
+        on_error: OnError = "raise",
+        cache: bool | JudgmentCache | None = True,
+        max_passage_chars: int = DEFAULT_MAX_PASSAGE_CHARS,
+        answer_token_ids: tuple[int, int] | None = None,
+        client: AnyOpenAI | httpx.AsyncClient | httpx.Client | None = None,
+        retry_backoff: float = 0.5,
+    ) -> None:
+        if mode not in _MODES:
+            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        if on_error not in _ON_ERROR:
+            raise ValueError(f"on_error must be one of {_ON_ERROR}, got {on_error!r}")
+        for name, value in (("max_reasoning_tokens", max_reasoning_tokens),
+                            ("concurrency", concurrency), ("max_passage_chars", max_passage_chars)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries!r}")
+        self.base_url = base_url or os.environ.get("RANK1_BASE_URL") or DEFAULT_BASE_URL
+        self.api_key = api_key or os.environ.get("RANK1_API_KEY") or "EMPTY"
+        self.model = model or os.environ.get("RANK1_MODEL") or DEFAULT_MODEL
+        self.mode: Mode = mode
+        self.max_reasoning_tokens = max_reasoning_tokens
+        self.instruction = instruction
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.on_error: OnError = on_error
+        self.max_passage_chars = max_passage_chars
+        self.answer_token_ids = answer_token_ids
+        self.retry_backoff = retry_backoff
+        self.cache: JudgmentCache | None = (
+            MemoryCache() if cache is True else (cache or None)
+        )
+        self._injected = client
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._background: _BackgroundLoop | None = None
+        self._lock = threading.Lock()
+        self.transport: Transport = self._make_transport(Sdk(self._sdk_client))
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _make_transport(self, sdk: Sdk) -> Transport:
+        if self.mode == "completions":
+            return CompletionsTransport(sdk, self.model, answer_token_ids=self.answer_token_ids)
+        if self.mode == "chat":
+            return ChatTransport(sdk, self.model)
+        from .transports.rerank import RerankTransport
+
+        return RerankTransport(sdk, self.model)
+
+    def _state(self) -> _LoopState:
+        """The SDK client and semaphore of the running loop, created on first use there
+        (async clients are bound to the loop they first ran on)."""
+        loop = asyncio.get_running_loop()
+        state = self._loops.get(loop)
+        if state is None:
+            injected = self._injected
+            owned = not isinstance(injected, (openai.AsyncOpenAI, openai.OpenAI))
+            if isinstance(injected, (openai.AsyncOpenAI, openai.OpenAI)):
+                sdk_client: AnyOpenAI = injected
+            else:
+                options: dict[str, Any] = {
+                    "base_url": self.base_url, "api_key": self.api_key,
+                    "timeout": self.timeout, "max_retries": 0,  # one retry policy: ours
+                }
+                if isinstance(injected, httpx.Client):
+                    sdk_client = openai.OpenAI(http_client=injected, **options)
+                    owned = False
+                else:
+                    sdk_client = openai.AsyncOpenAI(http_client=injected, **options)
+                    owned = injected is None
+            state = _LoopState(sdk_client, asyncio.Semaphore(self.concurrency), owned)
+            self._loops[loop] = state
+        return state
+
+    def _sdk_client(self) -> AnyOpenAI:
+        return self._state().sdk_client
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine from sync code on the client's background loop."""
+        with self._lock:
+            if self._background is None:
+                self._background = _BackgroundLoop()
+        return self._background.run(coro)
+
+    def _call(self, index: int, query: str, passage: PassageInput,
+              instruction: str | None) -> JudgeCall:
+        text, title = _passage_fields(index, passage)
+        text, truncated = truncate_passage(text, max_chars=self.max_passage_chars)
+        instruction = self.instruction if instruction is None else instruction
+        return JudgeCall(
+            index=index, query=query, passage=text, title=title, instruction=instruction,
+            prompt=build_prompt(query, text, title=title, instruction=instruction),
+            truncated=truncated, max_reasoning_tokens=self.max_reasoning_tokens,
+        )
+
+    def _key(self, call: JudgeCall) -> str:
+        return cache_key(
+            base_url=self.base_url, mode=self.mode, model=self.model, prompt=call.prompt,
+            max_reasoning_tokens=call.max_reasoning_tokens,
+            answer_token_ids=self.answer_token_ids,
+        )
+
+    async def _with_retries(self, index: int, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        try:
+            async for attempt in retrying(self.max_retries, backoff=self.retry_backoff):
+                with attempt:
+                    return await fn()
+        except Rank1Error as exc:
+            if isinstance(exc, JudgmentError):
+                raise
+            raise JudgmentError(index, f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            raise JudgmentError(index, f"{type(exc).__name__}: {exc}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _judge_call(self, call: JudgeCall) -> Judgment:
+        key = self._key(call) if self.cache is not None else ""
+        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+            return hit.model_copy(update={"index": call.index, "truncated": call.truncated})
+        async with self._state().semaphore:
+            judgment = await self._with_retries(call.index, lambda: self.transport.judge(call))
+        if self.cache is not None:
+            self.cache.put(key, judgment)
+        return judgment
+
+    async def _judge_batch(self, calls: list[JudgeCall]) -> list[Judgment | JudgmentError]:
+        """All calls in one request (``/v1/rerank``); cached ones are not sent."""
+        assert isinstance(self.transport, BatchTransport)
+        results: list[Judgment | JudgmentError | None] = [None] * len(calls)
+        todo: list[int] = []
+        for i, call in enumerate(calls):
+            hit = self.cache.get(self._key(call)) if self.cache is not None else None
+            if hit is not None:
+                results[i] = hit.model_copy(update={"index": call.index})
+            else:
+                todo.append(i)
+        if todo:
+            batch = [calls[i] for i in todo]
+            async with self._state().semaphore:
+                try:
+                    judged = await self._with_retries(
+                        batch[0].index, lambda: self.transport.judge_batch(batch)  # type: ignore[attr-defined]
+                    )
+                except JudgmentError as exc:
+                    judged = [JudgmentError(c.index, str(exc.__cause__ or exc)) for c in batch]
+            for i, judgment in zip(todo, judged, strict=True):
+                results[i] = judgment
+                if isinstance(judgment, Judgment) and self.cache is not None:
+                    self.cache.put(self._key(calls[i]), judgment)
+        return results  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ public API
+
+    async def ajudge(
+        self, query: str, passage: PassageInput, *, title: str | None = None,
+        instruction: str | None = None,
+    ) -> Judgment:
+        """Judge one pair. Raises :class:`JudgmentError` when it fails after retries."""
+        _check_query(query)
+        if title is not None:
+            passage = {"text": _passage_fields(0, passage)[0], "title": title}
+        return await self._judge_call(self._call(0, query, passage, instruction))
+
+    def judge(
+        self, query: str, passage: PassageInput, *, title: str | None = None,
+        instruction: str | None = None,
+    ) -> Judgment:
+        """Sync twin of :meth:`ajudge`."""
+        return self._run(self.ajudge(query, passage, title=title, instruction=instruction))
+
+    async def arerank(
+        self,
+        query: str,
+        passages: Sequence[PassageInput],
+        *,
+        on_error: OnError | None = None,
+        instruction: str | None = None,
+        on_judgment: Callable[[Judgment], None] | None = None,
+    ) -> list[Judgment]:
+        """Judge every passage concurrently; judgments come back in input order.
+
+        ``on_judgment`` is called with each judgment (failed ones under ``"keep"``
+        included) as it completes, e.g. to drive a progress bar.
+        """
+        _check_query(query)
+        policy = on_error or self.on_error
+        if policy not in _ON_ERROR:
+            raise ValueError(f"on_error must be one of {_ON_ERROR}, got {policy!r}")
+        if isinstance(passages, (str, bytes)) or not isinstance(passages, Sequence):
+            raise TypeError(
+                f"passages must be a sequence of strings or mappings, got {type(passages).__name__}"
+            )
+        calls = [self._call(i, query, p, instruction) for i, p in enumerate(passages)]
+        if not calls:
+            return []
+        if isinstance(self.transport, BatchTransport):
+            outcomes = await self._judge_batch(calls)
+            if on_judgment is not None:
+                for outcome in outcomes:
+                    if isinstance(outcome, Judgment):
+                        on_judgment(outcome)
+        else:
+            outcomes = await self._gather(calls, policy, on_judgment)
+        return _apply_policy(outcomes, policy, on_judgment)
+
+    def rerank(
+        self,
+        query: str,
+        passages: Sequence[PassageInput],
+        *,
+        on_error: OnError | None = None,
+        instruction: str | None = None,
+        on_judgment: Callable[[Judgment], None] | None = None,
+    ) -> list[Judgment]:
+        """Sync twin of :meth:`arerank` (still concurrent: it runs on a background loop)."""
+        return self._run(self.arerank(
+            query, passages, on_error=on_error, instruction=instruction, on_judgment=on_judgment
+        ))
+
+    async def _gather(
+        self, calls: list[JudgeCall], policy: OnError,
+        on_judgment: Callable[[Judgment], None] | None,
+    ) -> list[Judgment | JudgmentError]:
+        async def one(call: JudgeCall) -> Judgment | JudgmentError:
+            try:
+                judgment = await self._judge_call(call)
+            except JudgmentError as exc:
+                if policy == "raise":
+                    raise
+                return exc
+            if on_judgment is not None:
+                on_judgment(judgment)
+            return judgment
+
+        tasks = [asyncio.ensure_future(one(call)) for call in calls]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            pending = [t for t in tasks if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        failed = [t for t in tasks if not t.cancelled() and t.exception() is not None]
+        if failed:  # only under "raise": the first failure in input order
+            raise min((t.exception() for t in failed), key=lambda e: getattr(e, "index", 0))  # type: ignore[arg-type, return-value]
+        return [t.result() for t in tasks]
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def aclose(self) -> None:
+        """Close the SDK clients this client created on the running loop."""
+        state = self._loops.pop(asyncio.get_running_loop(), None)
+        if state is not None and state.owned and isinstance(state.sdk_client, openai.AsyncOpenAI):
+            await state.sdk_client.close()
+
+    def close(self) -> None:
+        """Close the background loop and what it holds."""
+        with self._lock:
+            background, self._background = self._background, None
+        if background is not None:
+            background.run(self.aclose())
+            background.stop()
+
+    def __enter__(self) -> Rank1Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Rank1Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"Rank1Client(base_url={self.base_url!r}, model={self.model!r}, mode={self.mode!r})"
+
+
+def _check_query(query: object) -> None:
+    if not isinstance(query, str):
+        raise TypeError(f"query must be a string, got {type(query).__name__}")
+    if not query.strip():
+        raise ValueError("query must not be empty")
+
+
+def _passage_fields(index: int, passage: object) -> tuple[str, str | None]:
+    """``(text, title)`` of one input passage; a TypeError names a bad one's index."""
+    if isinstance(passage, str):
+        return passage, None
+    if isinstance(passage, Mapping):
+        text, title = passage.get("text"), passage.get("title")
+        if not isinstance(text, str):
+            raise TypeError(
+                f"passage {index}: 'text' must be a string, got {type(text).__name__}"
+            )
+        if title is not None and not isinstance(title, str):
+            raise TypeError(
+                f"passage {index}: 'title' must be a string or None, got {type(title).__name__}"
+            )
+        return text, title
+    raise TypeError(
+        f"passage {index} must be a string or a mapping with 'text', got {type(passage).__name__}"
+    )
+
+
+def _apply_policy(
+    outcomes: Sequence[Judgment | JudgmentError], policy: OnError,
+    on_judgment: Callable[[Judgment], None] | None = None,
+) -> list[Judgment]:
+    """Turn failures into what ``on_error`` asks for; order is kept."""
+    out: list[Judgment] = []
+    dropped: list[int] = []
+    for outcome in outcomes:
+        if isinstance(outcome, Judgment):
+            out.append(outcome)
+            continue
+        if policy == "raise":
+            raise outcome
+        if policy == "drop":
+            dropped.append(outcome.index)
+            continue
+        failed = Judgment(index=outcome.index, relevant=None, score=None, error=str(outcome))
+        if on_judgment is not None:
+            on_judgment(failed)
+        out.append(failed)
+    if dropped:
+        logger.warning("rank1: dropped %d failed judgment(s), passages %s", len(dropped), dropped)
+    return out

@@ -1,0 +1,71 @@
+"""One retry policy for every transport: tenacity, exponential backoff with jitter,
+``Retry-After`` honoured. The openai SDK's own retries are switched off by the client so
+that this is the only policy."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+
+import httpx
+import openai
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity.wait import wait_exponential_jitter
+
+__all__ = ["RETRY_STATUSES", "is_retryable", "retry_after_seconds", "retrying"]
+
+#: HTTP statuses worth another try: timeouts, conflicts, rate limits, server errors.
+RETRY_STATUSES = frozenset({408, 409, 429})
+#: Longest wait a server's Retry-After may impose.
+MAX_RETRY_AFTER = 60.0
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Connection errors, timeouts, 408/409/429 and 5xx are retried; nothing else."""
+    if isinstance(exc, (openai.APIConnectionError, httpx.TransportError)):
+        return True  # APITimeoutError is an APIConnectionError
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in RETRY_STATUSES or exc.status_code >= 500
+    return False
+
+
+def retry_after_seconds(exc: BaseException) -> float | None:
+    """The wait a server asked for (``retry-after-ms`` or ``Retry-After``), if any."""
+    response = getattr(exc, "response", None)
+    if response is None:
+        return None
+    headers = response.headers
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return min(max(float(ms) / 1000.0, 0.0), MAX_RETRY_AFTER)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        if parsed is None:
+            return None
+        seconds = parsed.timestamp() - time.time()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def retrying(max_retries: int, *, backoff: float = 0.5, max_backoff: float = 20.0) -> AsyncRetrying:
+    """An ``AsyncRetrying`` that makes ``max_retries`` further tries after the first and
+    re-raises the last exception."""
+    jitter = wait_exponential_jitter(initial=backoff, max=max_backoff, jitter=backoff)
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        asked = retry_after_seconds(exc) if exc is not None else None
+        return asked if asked is not None else jitter(state)
+
+    return AsyncRetrying(
+        stop=stop_after_attempt(max_retries + 1),
+        wait=wait,
+        retry=retry_if_exception(is_retryable),
+        reraise=True,
+    )

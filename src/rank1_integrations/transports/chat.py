@@ -1,0 +1,79 @@
+"""``/v1/chat/completions``: for hosts that serve only the chat API.
+
+rank1 was trained on raw prompts, never a chat template, so this is a fallback, not the
+faithful path. The prompt goes in one user message without its trailing ``<think>`` (the
+host's template and reasoning parser start the reasoning). The reasoning is read from
+``message.reasoning`` or ``message.reasoning_content`` (vLLM's reasoning parsers) or from
+``<think>…</think>`` in the content; the verdict from the answer token's ``top_logprobs``.
+A host that returns no logprobs gives a text-only verdict: score 1.0 or 0.0, marked
+``source="text_only"``, uncalibrated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import NoVerdictError
+from ..judgment import Judgment
+from ..protocol import THINK_START, VerdictSource, extract_reasoning, verdict_from_text
+from .base import JudgeCall, Transport
+from .completions import TOP_LOGPROBS, _judgment
+from .logprobs import answer_at, find_answer_position, positions
+from .sdk import Sdk
+
+__all__ = ["ChatTransport"]
+
+
+class ChatTransport(Transport):
+    """Judges with ``POST /chat/completions``."""
+
+    name = "chat"
+
+    def __init__(self, sdk: Sdk, model: str) -> None:
+        self.sdk = sdk
+        self.model = model
+
+    async def judge(self, call: JudgeCall) -> Judgment:
+        content = call.prompt.removesuffix(THINK_START).rstrip("\n")
+        response = await self.sdk.create(
+            "chat",
+            model=self.model,
+            messages=[{"role": "user", "content": content}],
+            max_tokens=call.max_reasoning_tokens,
+            temperature=0,
+            logprobs=True,
+            top_logprobs=TOP_LOGPROBS,
+            extra_body={"skip_special_tokens": False},
+        )
+        choices = response.get("choices") or []
+        if not choices:
+            raise NoVerdictError(f"the server answered without choices: {str(response)[:200]}")
+        choice = choices[0]
+        message: dict[str, Any] = choice.get("message") or {}
+        text = message.get("content") or ""
+        reasoning = message.get("reasoning") or message.get("reasoning_content")
+        if reasoning is None:
+            reasoning = extract_reasoning(text) if "</think>" in text else ""
+        usage = response.get("usage") or {}
+        fields = {
+            "index": call.index,
+            "reasoning": reasoning.strip(),
+            "reasoning_tokens": usage.get("completion_tokens") or 0,
+            "truncated": call.truncated,
+        }
+        items = positions(choice.get("logprobs"))
+        if items:
+            position = find_answer_position(items)
+            reading = answer_at(position) if position is not None else None
+            if reading is not None:
+                return _judgment(reading, VerdictSource.ANSWER_LOGPROBS, **fields)
+        verdict = verdict_from_text(text)
+        if verdict is None:
+            raise NoVerdictError(
+                f"no true/false answer in the reply (finish_reason="
+                f"{choice.get('finish_reason')!r}): {text[-200:]!r}"
+            )
+        return Judgment(
+            relevant=verdict, score=1.0 if verdict else 0.0,
+            source=VerdictSource.TEXT_ONLY, **fields,
+        )

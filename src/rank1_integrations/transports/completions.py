@@ -1,0 +1,181 @@
+"""``/v1/completions``: the faithful rank1 path (raw prompt, no chat template).
+
+One request generates the reasoning and stops on ``"</think> true"`` / ``"</think> false"``;
+the answer is read at the last position's top-20 logprobs (vLLM and llama-cpp-python keep
+the stop-string tokens there). When the output ran out of budget or holds no answer, a
+second one-token request on the forced-answer prompt gives the verdict.
+
+llama.cpp's ``llama-server`` drops the stop-string tokens' probabilities from
+non-streaming responses (it answers in the chat-style logprobs shape): when such a
+response stopped on a stop string yet lacks the answer, the request is repeated streaming
+(which keeps them), and streaming is used for that endpoint from then on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import NoVerdictError
+from ..judgment import Judgment
+from ..protocol import (
+    STOP_STRINGS,
+    THINK_END,
+    AnswerReading,
+    VerdictSource,
+    extract_reasoning,
+    forced_answer_prompt,
+)
+from .base import JudgeCall, Transport
+from .logprobs import Position, answer_at, positions
+from .sdk import Sdk
+
+__all__ = ["CompletionsTransport"]
+
+TOP_LOGPROBS = 20
+
+
+class CompletionsTransport(Transport):
+    """Judges with ``POST /completions``.
+
+    ``answer_token_ids``: the ids of `` true`` and `` false`` in the served model's
+    vocabulary (830 and 895 for the Qwen2.5-based rank1 models). When given, the forced
+    answer asks vLLM for exactly those two (``allowed_token_ids`` and
+    ``logprob_token_ids``) and llama.cpp-style ids are matched directly.
+    """
+
+    name = "completions"
+
+    def __init__(
+        self, sdk: Sdk, model: str, *, answer_token_ids: tuple[int, int] | None = None
+    ) -> None:
+        self.sdk = sdk
+        self.model = model
+        self.answer_token_ids = answer_token_ids
+        #: Set once the server turned out to need streaming (llama-server).
+        self.stream = False
+
+    def _params(self, prompt: str, max_tokens: int, **extra: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {"skip_special_tokens": False}
+        body.update(extra.pop("extra_body", {}))
+        return {
+            "model": self.model,
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "logprobs": TOP_LOGPROBS,
+            "extra_body": body,
+            **extra,
+        }
+
+    async def _complete(self, params: dict[str, Any]) -> dict[str, Any]:
+        """One completion as ``{text, finish_reason, stop_reason, positions, tokens_used,
+        chat_shaped}``, streaming when the server needs it."""
+        if not self.stream:
+            response = await self.sdk.create("completions", **params)
+            result = _choice(response)
+            if not (result["chat_shaped"] and result["finish_reason"] == "stop"):
+                return result
+            last = result["positions"][-1] if result["positions"] else None
+            if last is not None and answer_at(last, self.answer_token_ids) is not None:
+                return result
+            self.stream = True  # llama-server: the stop tokens' logprobs were dropped
+        chunks = await self.sdk.stream("completions", **params)
+        return _merge_chunks(chunks)
+
+    async def judge(self, call: JudgeCall) -> Judgment:
+        params = self._params(call.prompt, call.max_reasoning_tokens, stop=list(STOP_STRINGS))
+        out = await self._complete(params)
+        reasoning = extract_reasoning(out["text"])
+        fields = {
+            "index": call.index,
+            "reasoning": reasoning,
+            "reasoning_tokens": out["tokens_used"],
+            "truncated": call.truncated,
+        }
+        items: list[Position] | None = out["positions"]
+        # FIX: the official code scores any output whose last top-20 holds both answers,
+        # even one cut at max_tokens; we require that generation stopped on the answer.
+        if out["finish_reason"] == "stop" and items:
+            reading = answer_at(items[-1], self.answer_token_ids)
+            if reading is not None:
+                return _judgment(reading, VerdictSource.ANSWER_LOGPROBS, **fields)
+        if items is None and out["finish_reason"] == "stop" and out["stop_reason"] in STOP_STRINGS:
+            # The host sent no logprobs at all: the matched stop string is the verdict.
+            relevant = out["stop_reason"] == STOP_STRINGS[0]
+            return Judgment(
+                relevant=relevant, score=1.0 if relevant else 0.0,
+                source=VerdictSource.TEXT_ONLY, **fields,
+            )
+        return await self._forced(call, out["text"], fields)
+
+    async def _forced(self, call: JudgeCall, text: str, fields: dict[str, Any]) -> Judgment:
+        """The official fallback: close the chain and ask for one answer token."""
+        extra_body: dict[str, Any] = {}
+        if self.answer_token_ids is not None:
+            extra_body = {
+                "allowed_token_ids": list(self.answer_token_ids),
+                "logprob_token_ids": list(self.answer_token_ids),
+            }
+        prompt = forced_answer_prompt(call.prompt, text.split(THINK_END, 1)[0])
+        out = await self._complete(self._params(prompt, 1, extra_body=extra_body))
+        items = out["positions"] or []
+        reading = answer_at(items[0], self.answer_token_ids) if items else None
+        if reading is None:
+            raise NoVerdictError(
+                f"no answer token in the forced answer's top-{TOP_LOGPROBS} "
+                f"(first request ended with finish_reason={out['finish_reason']!r})"
+            )
+        return _judgment(reading, VerdictSource.FORCED_ANSWER, **fields)
+
+
+def _judgment(reading: AnswerReading, source: VerdictSource, **fields: Any) -> Judgment:
+    return Judgment(
+        relevant=reading.score >= 0.5,
+        score=reading.score,
+        source=source,
+        score_estimated=reading.estimated,
+        **fields,
+    )
+
+
+def _choice(response: dict[str, Any]) -> dict[str, Any]:
+    choices = response.get("choices") or []
+    if not choices:
+        raise NoVerdictError(f"the server answered without choices: {str(response)[:200]}")
+    choice = choices[0]
+    logprobs = choice.get("logprobs")
+    items = positions(logprobs)
+    usage = response.get("usage") or {}
+    return {
+        "text": choice.get("text") or "",
+        "finish_reason": choice.get("finish_reason"),
+        "stop_reason": choice.get("stop_reason"),
+        "positions": items,
+        "tokens_used": usage.get("completion_tokens") or len(items or []),
+        "chat_shaped": bool(logprobs) and logprobs.get("content") is not None,
+    }
+
+
+def _merge_chunks(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Join streamed completion chunks into one result like :func:`_choice`'s."""
+    text, finish, stop_reason = [], None, None
+    items: list[Position] = []
+    saw_logprobs = False
+    for chunk in chunks:
+        for choice in chunk.get("choices") or []:
+            text.append(choice.get("text") or "")
+            finish = choice.get("finish_reason") or finish
+            stop_reason = choice.get("stop_reason") or stop_reason
+            part = positions(choice.get("logprobs"))
+            if part is not None:
+                saw_logprobs = True
+                items.extend(part)
+    return {
+        "text": "".join(text),
+        "finish_reason": finish,
+        "stop_reason": stop_reason,
+        "positions": items if saw_logprobs else None,
+        "tokens_used": len(items),
+        "chat_shaped": True,
+    }
+

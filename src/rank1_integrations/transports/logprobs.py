@@ -1,0 +1,77 @@
+"""Reading logprobs in each server's shape into one form: a list of positions.
+
+* vLLM, llama-cpp-python and the legacy OpenAI completions shape:
+  ``{"tokens": [...], "token_logprobs": [...], "top_logprobs": [{text: logprob}, ...]}``.
+  llama-cpp-python collapses keys that decode to the same text.
+* llama.cpp's ``llama-server`` and every chat completion:
+  ``{"content": [{"id", "token", "logprob", "top_logprobs": [{"id", "token", "logprob"}]}]}``;
+  special tokens may have empty ``token`` text, so entries keep their ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..protocol import (
+    ANSWER_FALSE,
+    ANSWER_TRUE,
+    AnswerReading,
+    normalise_answer_token,
+    read_answer,
+)
+
+__all__ = ["Position", "positions", "answer_at", "find_answer_position"]
+
+
+@dataclass(frozen=True)
+class Position:
+    """One generated token and the alternatives the server listed for it."""
+
+    token: str
+    top: list[tuple[str | int, float]] = field(default_factory=list)
+    token_id: int | None = None
+
+
+def positions(logprobs: Mapping[str, Any] | None) -> list[Position] | None:
+    """The positions in a ``logprobs`` object, or ``None`` when the server sent none."""
+    if not logprobs:
+        return None
+    content = logprobs.get("content")
+    if content is not None:
+        out = []
+        for entry in content:
+            top: list[tuple[str | int, float]] = []
+            for alt in entry.get("top_logprobs") or []:
+                top.append((alt.get("token", ""), float(alt["logprob"])))
+                if alt.get("id") is not None:
+                    top.append((int(alt["id"]), float(alt["logprob"])))
+            out.append(Position(entry.get("token", ""), top, entry.get("id")))
+        return out
+    tokens = logprobs.get("tokens") or []
+    tops = logprobs.get("top_logprobs") or []
+    if not tokens and not tops:
+        return None
+    out = []
+    for i, token in enumerate(tokens):
+        top_map = tops[i] if i < len(tops) and tops[i] else {}
+        out.append(Position(token, [(k, float(v)) for k, v in top_map.items()]))
+    return out
+
+
+def answer_at(
+    position: Position, answer_ids: tuple[int, int] | None = None
+) -> AnswerReading | None:
+    """The reading at one position (``answer_ids`` = ids of `` true`` and `` false``)."""
+    ids = {answer_ids[0]: ANSWER_TRUE, answer_ids[1]: ANSWER_FALSE} if answer_ids else None
+    return read_answer(position.top, answer_ids=ids)
+
+
+def find_answer_position(items: Sequence[Position]) -> Position | None:
+    """The last position whose chosen token is an answer word (chat replies end with it,
+    maybe followed by an end-of-turn token or punctuation)."""
+    for position in reversed(items):
+        if normalise_answer_token(position.token) is not None:
+            return position
+    return None
