@@ -56,7 +56,10 @@ class InputFormatError(ValueError):
 
 @dataclass(frozen=True)
 class Document:
-    """A corpus entry; ``title`` is ``None`` when the corpus gives none."""
+    """A corpus entry. ``title`` is ``None`` when the line has no ``"title"`` field and is kept
+    as written otherwise, empty string included: the official rank1 code joins a record's
+    title and text as ``f"{title} {text}"`` even when the title is empty, and so does
+    :func:`~rank1_integrations.protocol.build_prompt` when given a title."""
 
     text: str
     title: str | None = None
@@ -201,7 +204,7 @@ def read_corpus(path: PathLike, *, wanted: Collection[str] | None = None) -> dic
             )
         first_line[docid] = number
         if wanted is None or docid in wanted:
-            docs[docid] = Document(text=text, title=title or None)
+            docs[docid] = Document(text=text, title=title)
     if not first_line:
         raise InputFormatError(path, None, "no documents")
     return docs
@@ -357,6 +360,12 @@ def write_trec_run(
     """
     if any(c.isspace() for c in tag) or not tag:
         raise ValueError(f"run tag must be one word, got {tag!r}")
+    for qid, ranking in rankings.items():
+        for docid, _ in ranking:
+            if not qid or not docid or any(c.isspace() for c in qid + docid):
+                raise ValueError(
+                    f"TREC runs cannot hold ids with whitespace: query {qid!r}, document {docid!r}"
+                )
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")

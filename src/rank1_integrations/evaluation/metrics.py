@@ -77,8 +77,7 @@ def _pytrec_eval():  # type: ignore[no-untyped-def]
         import pytrec_eval
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "rank1 eval computes metrics with pytrec_eval: "
-            'pip install "rank1-integrations[eval]"'
+            'rank1 eval computes metrics with pytrec_eval: pip install "rank1-integrations[eval]"'
         ) from exc
     return pytrec_eval
 

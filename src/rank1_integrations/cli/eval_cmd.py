@@ -1,0 +1,273 @@
+"""``rank1 eval``: rerank a first-stage run with rank1 and compare the metrics.
+
+    rank1 eval --queries queries.tsv --corpus corpus.jsonl --run bm25.trec \\
+        --qrels qrels.trec --depth 100 --store judgments.sqlite --out rank1.trec \\
+        --base-url http://127.0.0.1:8000/v1 --model jhu-clsp/rank1-7b
+
+Prints nDCG@10, MAP, Recall@100 and MRR for the first stage and after reranking side by
+side, a per-query table, the verdict sources, reasoning-token counts and failures
+(``--json`` for all of it as one JSON object on stdout). A progress bar runs on stderr.
+
+Every judgment is committed to the ``--store`` SQLite file as it completes (default
+``rank1-judgments.sqlite`` in the current directory; ``--no-store`` to keep them in memory
+only): rerun the same command after a crash or a kill and only the missing judgments are
+asked for. The store is keyed by endpoint, mode, model, prompt and reasoning budget, so one
+file can serve many experiments.
+
+Exit status: 0 when every judgment succeeded; 3 when some failed (they rank below the
+judged documents and are listed; rerun to retry them) or the run was aborted by
+``--max-failures`` (no run file written then); 1 for bad input or an unusable store or
+endpoint; 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parser", "run"]
+
+DEFAULT_STORE = "rank1-judgments.sqlite"
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``eval`` on the ``rank1`` command's subparsers."""
+    p = subparsers.add_parser(
+        "eval",
+        help="rerank a first-stage run and compare IR metrics (resumable)",
+        description=(
+            "Rerank the top --depth documents of a first-stage run with rank1, write the "
+            "reranked TREC run and print first-stage vs reranked metrics. Judgments are "
+            "committed to --store as they complete, so a rerun resumes where a killed run "
+            "stopped."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "Order of the reranked run: judged documents by rank1 score (ties keep their "
+            "first-stage order), then documents whose judgment failed (first-stage order), "
+            "then documents beyond --depth (first-stage order). The score column encodes "
+            "that order (n, n-1, ..., 1); rank1's probabilities go to --judgments."
+        ),
+    )
+    data = p.add_argument_group("collection (files, or --dataset)")
+    data.add_argument("--queries", metavar="FILE", help="queries: TSV 'id<TAB>text' or JSONL")
+    data.add_argument(
+        "--corpus", metavar="FILE", help="corpus: JSONL with _id (or id), title, text"
+    )
+    data.add_argument(
+        "--run", metavar="FILE", help="first-stage run: TREC, or JSON {qid: {docid: score}}"
+    )
+    data.add_argument("--qrels", metavar="FILE", help="relevance judgments: TREC or BEIR TSV")
+    data.add_argument(
+        "--dataset",
+        metavar="NAME",
+        help="an ir_datasets name supplying whatever files are not given (needs ir_datasets)",
+    )
+
+    rr = p.add_argument_group("reranking")
+    rr.add_argument("--depth", type=_positive_int, default=100, help="documents reranked per query")
+    rr.add_argument(
+        "--instruction",
+        metavar="TEXT|@FILE",
+        help="instruction or template ({query} / FILL_QUERY_HERE) for every query; "
+        "@FILE reads it from a file (one trailing newline dropped)",
+    )
+    rr.add_argument(
+        "--max-queries", type=_positive_int, metavar="N", help="only the first N queries of the run"
+    )
+    rr.add_argument(
+        "--max-failures",
+        type=_positive_int,
+        default=100,
+        metavar="N",
+        help="stop starting judgments after N failures (default 100)",
+    )
+
+    out = p.add_argument_group("output")
+    out.add_argument("--store", metavar="FILE", default=DEFAULT_STORE, help="SQLite judgment store")
+    out.add_argument("--no-store", action="store_true", help="keep judgments in memory only")
+    out.add_argument("--out", metavar="FILE", help="write the reranked run (TREC) here")
+    out.add_argument(
+        "--judgments", metavar="FILE", help="write every judgment (score, reasoning...) as JSONL"
+    )
+    out.add_argument("--json", action="store_true", help="print the report as JSON")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+    ep = p.add_argument_group("endpoint (defaults: RANK1_BASE_URL, RANK1_MODEL, RANK1_API_KEY)")
+    ep.add_argument("--base-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    ep.add_argument("--model", help="model name the endpoint serves")
+    ep.add_argument("--api-key", help="API key (prefer the RANK1_API_KEY variable)")
+    ep.add_argument(
+        "--mode", choices=("completions", "chat", "rerank"), default="completions", help="API shape"
+    )
+    ep.add_argument("--max-reasoning-tokens", type=_positive_int, default=2048, metavar="N")
+    ep.add_argument(
+        "--concurrency", type=_positive_int, default=8, metavar="N", help="judgments in flight"
+    )
+    ep.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
+    p.set_defaults(func=run)
+    return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _instruction(value: str | None) -> str | None:
+    if value is None or not value.startswith("@"):
+        return value
+    path = Path(value[1:])
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"--instruction {value}: cannot read {path}: {exc.strerror}") from exc
+    return text[:-1] if text.endswith("\n") else text
+
+
+def _fail(message: str) -> int:
+    print(f"rank1 eval: error: {message}", file=sys.stderr)
+    return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``rank1 eval`` with parsed arguments; returns the exit status."""
+    from ..errors import Rank1Error
+    from ..evaluation.io import InputFormatError
+    from ..evaluation.runner import EvalInputError
+    from ..store import StoreError
+
+    try:
+        return _run(args)
+    except (InputFormatError, EvalInputError, StoreError, Rank1Error, ValueError) as exc:
+        return _fail(str(exc))
+    except ImportError as exc:
+        return _fail(str(exc))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..evaluation.io import write_trec_run
+    from ..evaluation.metrics import evaluate
+    from ..evaluation.report import build_report, render_text
+    from ..evaluation.runner import CountingCache, rerank_run
+
+    instruction = _instruction(args.instruction)
+    queries, corpus, first_stage, qrels = _load_inputs(args)
+
+    from ..client import Rank1Client
+
+    store_path: str | None = None
+    if args.no_store:
+        backing: Any = None
+    else:
+        from ..store import JudgmentStore
+
+        store_path = args.store
+        backing = JudgmentStore(store_path)
+    try:
+        cache = CountingCache(backing) if backing is not None else None
+        client = Rank1Client(
+            args.base_url,
+            args.api_key,
+            args.model,
+            mode=args.mode,
+            max_reasoning_tokens=args.max_reasoning_tokens,
+            instruction=instruction,
+            concurrency=args.concurrency,
+            timeout=args.timeout,
+            on_error="raise",
+            cache=cache if cache is not None else True,
+        )
+        try:
+            result = rerank_run(
+                client,
+                queries,
+                corpus,
+                first_stage,
+                depth=args.depth,
+                concurrency=args.concurrency,
+                max_failures=args.max_failures,
+                progress=not args.no_progress,
+            )
+        finally:
+            client.close()
+    finally:
+        if backing is not None:
+            backing.close()
+
+    reranked_scores = result.run_scores()
+    first_eval = evaluate(qrels, first_stage)
+    reranked_eval = evaluate(qrels, reranked_scores)
+    run_out = None
+    if args.out and not result.aborted:
+        write_trec_run(
+            args.out,
+            {qid: list(scores.items()) for qid, scores in reranked_scores.items()},
+            tag="rank1",
+        )
+        run_out = args.out
+    if args.judgments:
+        _write_judgments(args.judgments, result)
+    report = build_report(
+        result,
+        first_stage=first_eval,
+        reranked=reranked_eval,
+        depth=args.depth,
+        cache=cache,
+        store=store_path,
+        run_out=run_out,
+    )
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        print(render_text(report))
+    return 3 if (result.failures or result.aborted) else 0
+
+
+def _load_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    """Queries, corpus (only the documents within depth), first-stage run and qrels."""
+    from ..evaluation.io import ranked_docids, read_corpus, read_qrels, read_queries, read_run
+
+    dataset: Any = None
+    if args.dataset:
+        from ..evaluation.irds import IRDataset
+
+        dataset = IRDataset(args.dataset)
+    for name in ("queries", "corpus", "run", "qrels"):
+        if getattr(args, name) is None and dataset is None:
+            raise ValueError(f"--{name} is required (or --dataset)")
+    queries = read_queries(args.queries) if args.queries else dataset.queries()
+    first_stage = read_run(args.run) if args.run else dataset.run()
+    qrels = read_qrels(args.qrels) if args.qrels else dataset.qrels()
+    if args.max_queries is not None:
+        first_stage = dict(list(first_stage.items())[: args.max_queries])
+    wanted = {d for scores in first_stage.values() for d in ranked_docids(scores)[: args.depth]}
+    if args.corpus:
+        corpus = read_corpus(args.corpus, wanted=wanted)
+    else:
+        corpus = dataset.documents(wanted)
+    return queries, corpus, first_stage, qrels
+
+
+def _write_judgments(path: str, result: Any) -> None:
+    """One JSON line per judged (query, document): rank, score, verdict, reasoning, error."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "w", encoding="utf-8") as fh:
+        for qid, order in result.rankings.items():
+            judged = result.judgments[qid]
+            for rank, docid in enumerate(order, start=1):
+                j = judged.get(docid)
+                if j is None:
+                    continue
+                row = {"qid": qid, "docid": docid, "rank": rank}
+                row.update(j.model_dump(mode="json", exclude={"index"}))
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
