@@ -197,7 +197,9 @@ class Rank1Client:
                     sdk_client = openai.OpenAI(http_client=injected, **options)
                     owned = False
                 else:
-                    sdk_client = openai.AsyncOpenAI(http_client=injected, **options)
+                    sdk_client = openai.AsyncOpenAI(
+                        http_client=injected or _default_async_http_client(), **options
+                    )
                     owned = injected is None
             state = _LoopState(sdk_client, asyncio.Semaphore(self.concurrency), owned)
             self._loops[loop] = state
@@ -407,6 +409,18 @@ class Rank1Client:
 
     def __repr__(self) -> str:
         return f"Rank1Client(base_url={self.base_url!r}, model={self.model!r}, mode={self.mode!r})"
+
+
+def _default_async_http_client() -> Any:
+    """The SDK's aiohttp-backed HTTP client where available: it spends about a third of
+    the default client's CPU per request (see ``benchmarks/bench_client.py``)."""
+    factory = getattr(openai, "DefaultAioHttpClient", None)
+    if factory is None:
+        return None
+    try:
+        return factory()
+    except RuntimeError:  # aiohttp not installed
+        return None
 
 
 def _check_query(query: object) -> None:

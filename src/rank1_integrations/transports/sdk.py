@@ -11,7 +11,6 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import openai
 
 __all__ = ["Sdk"]
@@ -35,11 +34,15 @@ class Sdk:
         return resource, isinstance(client, openai.AsyncOpenAI)
 
     async def create(self, endpoint: str, **params: Any) -> dict[str, Any]:
-        """``POST /completions`` or ``/chat/completions``; the response as a dict."""
-        resource, is_async = self._resource(endpoint)
-        if is_async:
-            return _dump(await resource.create(**params))
-        return _dump(await asyncio.to_thread(resource.create, **params))
+        """``POST /completions`` or ``/chat/completions``; the response JSON as a dict.
+
+        ``extra_body`` is merged into the body as the SDK's typed methods do. The raw JSON
+        is kept (no typed model in between): it is the server's own fields, extras
+        included, and parsing typed models costs more CPU than the rest of a judgment.
+        """
+        body = {**params, **params.pop("extra_body", {})}
+        path = "/completions" if endpoint == "completions" else "/chat/completions"
+        return await self.post(path, body)
 
     async def stream(self, endpoint: str, **params: Any) -> list[dict[str, Any]]:
         """The same with ``stream=True``; every chunk as a dict."""
@@ -57,9 +60,5 @@ class Sdk:
         """``POST`` any JSON path under the base URL (e.g. ``/rerank``)."""
         client = self._get_client()
         if isinstance(client, openai.AsyncOpenAI):
-            response = await client.post(path, body=body, cast_to=httpx.Response)
-        else:
-            response = await asyncio.to_thread(
-                client.post, path, body=body, cast_to=httpx.Response
-            )
-        return response.json()
+            return await client.post(path, body=body, cast_to=object)
+        return await asyncio.to_thread(client.post, path, body=body, cast_to=object)

@@ -1,0 +1,103 @@
+"""Client throughput: 200 judgments against a loopback server of known speed.
+
+The server (``rank1_integrations.testing.fake_server``, in a subprocess so its CPU is not
+counted as the client's) answers each rank1 completion after a fixed delay and serves at
+most C requests at once. The ideal wall time is ``ceil(200 / C) x delay``. The script
+prints, measured side by side in one run:
+
+* wall time of ``Rank1Client.rerank`` over 200 passages, and its ratio to the ideal
+  (target <= 1.15);
+* the speed-up over a sequential loop of ``judge`` calls (target >= 20x);
+* client CPU time per judgment (target <= 0.5 ms).
+
+Run: ``python benchmarks/bench_client.py [--n 200] [--delay 0.2] [--concurrency 32]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+from rank1_integrations import Rank1Client
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(delay: float, concurrency: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rank1_integrations.testing.fake_server", "--port", str(port),
+         "--delay", str(delay), "--concurrency", str(concurrency)],
+        stdout=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            urllib.request.urlopen(base + "/health", timeout=1).read()
+            return proc, base + "/v1"
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("fake server did not start")
+
+
+def passages(n: int, tag: str) -> list[str]:
+    # distinct texts so the cache never answers
+    return [f"Passage {tag}-{i} about ocean tides and the moon, number {i}." for i in range(n)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--delay", type=float, default=0.2)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--sequential-n", type=int, default=40,
+                        help="judgments in the sequential loop, extrapolated to --n")
+    args = parser.parse_args()
+    n, delay, cap = args.n, args.delay, args.concurrency
+    seq_n = args.sequential_n or n
+    proc, base_url = start_server(delay, cap)
+    try:
+        client = Rank1Client(base_url=base_url, model="fake", concurrency=cap, cache=None)
+        client.rerank("warm up", ["connection pool warm-up"] * cap)  # open connections
+
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        judgments = client.rerank("ocean tides moon", passages(n, "c"))
+        wall = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
+        assert len(judgments) == n and all(j.ok for j in judgments)
+
+        t0 = time.perf_counter()
+        for text in passages(seq_n, "s"):
+            client.judge("ocean tides moon", text)
+        seq_wall = (time.perf_counter() - t0) * n / seq_n
+        client.close()
+    finally:
+        proc.terminate()
+        proc.wait()
+
+    ideal = math.ceil(n / cap) * delay
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}")
+    print(f"{n} judgments, server delay {delay * 1000:.0f} ms, server concurrency cap {cap}")
+    print(f"concurrent rerank wall: {wall:.3f} s  ideal: {ideal:.3f} s  "
+          f"ratio: {wall / ideal:.3f}x (target <= 1.15)")
+    print(f"sequential loop wall:   {seq_wall:.3f} s"
+          f"{'' if seq_n == n else f' (extrapolated from {seq_n})'}  "
+          f"speed-up: {seq_wall / wall:.1f}x (target >= 20)")
+    print(f"client CPU per judgment: {cpu / n * 1000:.3f} ms (target <= 0.5)")
+
+
+if __name__ == "__main__":
+    main()
