@@ -108,6 +108,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--concurrency", type=_positive_int, default=8, metavar="N", help="judgments in flight"
     )
     ep.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
+    ep.add_argument(
+        "--max-retries",
+        type=int,
+        default=3,
+        metavar="N",
+        help="further tries per judgment after a transient error (default 3)",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -183,6 +190,7 @@ def _run(args: argparse.Namespace) -> int:
             instruction=instruction,
             concurrency=args.concurrency,
             timeout=args.timeout,
+            max_retries=args.max_retries,
             on_error="raise",
             cache=cache if cache is not None else True,
         )

@@ -302,24 +302,29 @@ def read_qrels(path: PathLike) -> dict[str, dict[str, int]]:
     """
     qrels: dict[str, dict[str, int]] = {}
     seen: dict[tuple[str, str], int] = {}
-    first = True
+    width: int | None = None  # 4 (TREC) or 3 (BEIR), fixed by the first data line
     for number, line in _lines(path):
         cols = line.split()
-        if first and len(cols) == 3 and not _is_int(cols[2]):
-            first = False
+        if width is None and not seen and len(cols) == 3 and not _is_int(cols[2]):
             continue  # BEIR header: query-id corpus-id score
-        first = False
-        if len(cols) == 4:
-            qid, _, docid, grade = cols
-        elif len(cols) == 3:
-            qid, docid, grade = cols
-        else:
+        if width is None:
+            if len(cols) not in (3, 4):
+                raise InputFormatError(
+                    path,
+                    number,
+                    f"expected 'qid iter docid relevance' (TREC) or 'query-id corpus-id score' "
+                    f"(BEIR), got {len(cols)} columns",
+                )
+            width = len(cols)
+        if len(cols) != width:
+            layout = "'qid iter docid relevance'" if width == 4 else "'query-id corpus-id score'"
             raise InputFormatError(
-                path,
-                number,
-                f"expected 'qid iter docid relevance' (TREC) or 'query-id corpus-id score' "
-                f"(BEIR), got {len(cols)} columns",
+                path, number, f"expected {width} columns {layout} as above, got {len(cols)}"
             )
+        if width == 4:
+            qid, _, docid, grade = cols
+        else:
+            qid, docid, grade = cols
         if not _is_int(grade):
             raise InputFormatError(path, number, f"relevance {grade!r} is not an integer")
         if (qid, docid) in seen:

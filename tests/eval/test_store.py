@@ -1,0 +1,197 @@
+"""JudgmentStore: the cache protocol, durability under SIGKILL, several processes at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import rank1_integrations
+from rank1_integrations.cache import JudgmentCache
+from rank1_integrations.judgment import Judgment
+from rank1_integrations.protocol import VerdictSource
+from rank1_integrations.store import JudgmentStore, StoreError
+
+SRC = str(Path(rank1_integrations.__file__).resolve().parents[1])
+
+
+def _judgment(i: int) -> Judgment:
+    return Judgment(
+        index=i,
+        relevant=i % 2 == 0,
+        score=0.9 if i % 2 == 0 else 0.1,
+        reasoning=f"reasoning {i} with unicode é and </think>",
+        source=VerdictSource.FORCED_ANSWER if i % 3 == 0 else VerdictSource.ANSWER_LOGPROBS,
+        score_estimated=i % 5 == 0,
+        reasoning_tokens=10 * i,
+        truncated=i % 7 == 0,
+    )
+
+
+def _python(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def test_roundtrip_keeps_every_field(tmp_path: Path) -> None:
+    with JudgmentStore(tmp_path / "s.sqlite") as store:
+        for i in range(8):
+            store.put(f"k{i}", _judgment(i))
+        for i in range(8):
+            assert store.get(f"k{i}") == _judgment(i)
+        assert store.get("missing") is None
+        assert len(store) == 8
+        assert "k3" in store and "nope" not in store
+        assert list(store.keys()) == [f"k{i}" for i in range(8)]
+
+
+def test_is_a_judgment_cache(tmp_path: Path) -> None:
+    with JudgmentStore(tmp_path / "s.sqlite") as store:
+        assert isinstance(store, JudgmentCache)
+
+
+def test_first_judgment_under_a_key_is_kept(tmp_path: Path) -> None:
+    with JudgmentStore(tmp_path / "s.sqlite") as store:
+        store.put("k", _judgment(0))
+        store.put("k", _judgment(1))
+        assert store.get("k") == _judgment(0)
+        assert len(store) == 1
+
+
+def test_persists_across_reopen_and_uses_wal(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "dir" / "s.sqlite"
+    with JudgmentStore(path) as store:
+        store.put("k", _judgment(4))
+    with JudgmentStore(path) as store:
+        assert store.get("k") == _judgment(4)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+def test_rejects_a_file_that_is_not_a_store(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("this is not a database\n" * 100)
+    with pytest.raises(StoreError, match="notes.txt"):
+        JudgmentStore(path)
+
+
+def test_rejects_another_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    JudgmentStore(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value = '999' WHERE name = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="schema version 999"):
+        JudgmentStore(path)
+
+
+def test_put_rejects_non_judgments_and_closed_store_refuses(tmp_path: Path) -> None:
+    store = JudgmentStore(tmp_path / "s.sqlite")
+    with pytest.raises(TypeError, match="Judgment"):
+        store.put("k", {"score": 0.5})  # type: ignore[arg-type]
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.get("k")
+
+
+def test_threads_share_one_store(tmp_path: Path) -> None:
+    store = JudgmentStore(tmp_path / "s.sqlite")
+    errors: list[BaseException] = []
+
+    def work(t: int) -> None:
+        try:
+            for i in range(50):
+                store.put(f"t{t}-{i}", _judgment(i))
+                assert store.get(f"t{t}-{i}") == _judgment(i)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(store) == 400
+    store.close()
+
+
+_WRITER = """
+import sys
+from rank1_integrations.judgment import Judgment
+from rank1_integrations.store import JudgmentStore
+store = JudgmentStore(sys.argv[1], timeout=30)
+tag, n = sys.argv[2], int(sys.argv[3])
+for i in range(n):
+    j = Judgment(relevant=True, score=0.75, reasoning=tag * 50, source="answer_logprobs")
+    store.put(f"{tag}-{i}", j)
+    store.put(f"shared-{i}", j)
+    assert store.get(f"shared-{i}") is not None
+print("ok", flush=True)
+"""
+
+
+def test_several_processes_write_one_store(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    procs = [
+        subprocess.Popen(
+            [*_python(_WRITER), str(path), tag, "80"],
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for tag in ("a", "b", "c")
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        assert out.strip() == "ok"
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+    with JudgmentStore(path) as store:
+        assert len(store) == 3 * 80 + 80  # own keys + the shared ones, once each
+
+
+_SLOW_WRITER = """
+import sys, time
+from rank1_integrations.judgment import Judgment
+from rank1_integrations.store import JudgmentStore
+store = JudgmentStore(sys.argv[1])
+for i in range(10_000):
+    store.put(f"k{i}", Judgment(relevant=False, score=0.2, source="answer_logprobs"))
+    print(i, flush=True)  # printed only after the put returned
+    time.sleep(0.002)
+"""
+
+
+def test_sigkill_loses_no_committed_judgment(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    proc = subprocess.Popen(
+        [*_python(_SLOW_WRITER), str(path)], env=_env(), stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    last = -1
+    deadline = time.monotonic() + 30
+    while last < 40 and time.monotonic() < deadline:
+        last = int(proc.stdout.readline())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert last >= 40
+    with JudgmentStore(path) as store:
+        for i in range(last + 1):
+            assert f"k{i}" in store, f"committed judgment k{i} lost"
+        assert len(store) in (last + 1, last + 2)  # at most the one put after the last print
