@@ -1,0 +1,126 @@
+"""rank1 as a LangChain document compressor.
+
+Usage::
+
+    from langchain_classic.retrievers import ContextualCompressionRetriever
+    from rank1_integrations.langchain import Rank1Rerank
+
+    reranker = Rank1Rerank(base_url="http://127.0.0.1:8000/v1", top_n=3)
+    retriever = ContextualCompressionRetriever(
+        base_compressor=reranker, base_retriever=store.as_retriever(search_kwargs={"k": 20})
+    )
+    docs = retriever.invoke("what causes tides?")     # or: await retriever.ainvoke(...)
+    docs[0].metadata["relevance_score"], docs[0].metadata["rank1_relevant"]
+
+Each returned document is a copy (``Document.model_copy``) of the one retrieved: same
+``id``, every metadata key kept, plus ``relevance_score`` (plain ``float``),
+``rank1_relevant`` (``bool``) and, with ``include_reasoning=True``, ``rank1_reasoning``.
+Documents come sorted by score, descending (ties keep their order). Failed judgments
+under ``on_error="keep"`` come last, with ``relevance_score=None`` and ``rank1_error``;
+see :mod:`rank1_integrations._adapter` for the rules on ``top_n`` and ``score_threshold``.
+
+Callbacks: each call is reported as a chain run named ``Rank1Rerank`` (inputs: the query
+and the number of documents; outputs: each judgment's index, score and verdict; errors via
+``on_chain_error``), and each verdict as one ``on_text`` line, so tracers and
+``StdOutCallbackHandler`` show what rank1 decided.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ._adapter import RerankSettings, extra_error, judgment_metadata, select
+from .judgment import Judgment
+
+try:
+    from langchain_core.callbacks import AsyncCallbackManager, CallbackManager, Callbacks
+    from langchain_core.documents import BaseDocumentCompressor, Document
+except ImportError as exc:  # pragma: no cover - exercised with the package hidden
+    raise extra_error("langchain", "langchain", exc) from exc
+
+__all__ = ["Rank1Rerank"]
+
+_RUN_NAME = "Rank1Rerank"
+
+
+class Rank1Rerank(BaseDocumentCompressor, RerankSettings):
+    """Rerank LangChain documents with rank1.
+
+    Settings (all optional): ``client`` or the client settings (``base_url``, ``api_key``,
+    ``model``, ``mode``, ``max_reasoning_tokens``, ``concurrency``, ``timeout``,
+    ``max_retries``; ``api_key`` defaults to ``RANK1_API_KEY``), ``top_n``,
+    ``score_threshold`` (keep ``score >= threshold``), ``include_reasoning``,
+    ``instruction`` and ``on_error`` (``"raise"``, ``"keep"`` or ``"drop"``).
+    """
+
+    def compress_documents(
+        self,
+        documents: Sequence[Document],
+        query: str,
+        callbacks: Callbacks | None = None,
+    ) -> Sequence[Document]:
+        """Judge every document against ``query``; return the selection, best first."""
+        run = CallbackManager.configure(callbacks).on_chain_start(
+            None, _run_inputs(query, documents), name=_RUN_NAME
+        )
+        try:
+            judgments = self.judge_all(query, [d.page_content for d in documents])
+        except BaseException as exc:
+            run.on_chain_error(exc)
+            raise
+        for line in _verdict_lines(judgments):
+            run.on_text(line, end="\n")
+        run.on_chain_end(_run_outputs(judgments))
+        return self._select(documents, judgments)
+
+    async def acompress_documents(
+        self,
+        documents: Sequence[Document],
+        query: str,
+        callbacks: Callbacks | None = None,
+    ) -> Sequence[Document]:
+        """Async :meth:`compress_documents`: the judgments run concurrently on the loop."""
+        run = await AsyncCallbackManager.configure(callbacks).on_chain_start(
+            None, _run_inputs(query, documents), name=_RUN_NAME
+        )
+        try:
+            judgments = await self.ajudge_all(query, [d.page_content for d in documents])
+        except BaseException as exc:
+            await run.on_chain_error(exc)
+            raise
+        for line in _verdict_lines(judgments):
+            await run.on_text(line, end="\n")
+        await run.on_chain_end(_run_outputs(judgments))
+        return self._select(documents, judgments)
+
+    def _select(self, documents: Sequence[Document], judgments: list[Judgment]) -> list[Document]:
+        chosen = select(judgments, top_n=self.top_n, score_threshold=self.score_threshold)
+        out = []
+        for judgment in chosen:
+            doc = documents[judgment.index]
+            added = judgment_metadata(judgment, include_reasoning=self.include_reasoning)
+            out.append(doc.model_copy(update={"metadata": {**doc.metadata, **added}}))
+        return out
+
+
+def _run_inputs(query: str, documents: Sequence[Document]) -> dict[str, Any]:
+    return {"query": query, "documents": len(documents)}
+
+
+def _run_outputs(judgments: list[Judgment]) -> dict[str, Any]:
+    return {"judgments": [
+        {"index": j.index, "score": j.score, "relevant": j.relevant, "error": j.error}
+        for j in judgments
+    ]}
+
+
+def _verdict_lines(judgments: list[Judgment]) -> list[str]:
+    lines = []
+    for j in judgments:
+        if j.score is None:
+            lines.append(f"rank1: document {j.index} failed: {j.error}")
+        else:
+            verdict = "relevant" if j.relevant else "not relevant"
+            lines.append(f"rank1: document {j.index} {verdict} (score {j.score:.3f})")
+    return lines
