@@ -1,0 +1,599 @@
+"""Continuous-batching greedy generation over one llama.cpp context.
+
+One engine thread owns the model and a context with ``n_seq`` sequence slots. Requests wait
+in a bounded queue; between two decode steps the engine moves waiting requests into free
+slots, so a request joins the running batch without waiting for the others to finish.
+Every step decodes one token for each generating slot plus prompt chunks of the slots still
+reading their prompt, in one ``llama_decode`` call.
+
+Prompt prefixes are reused: a finished slot keeps its KV cells, and a new request whose
+prompt starts with tokens another slot holds (or is about to hold) copies those cells
+(``llama_memory_seq_cp``) instead of decoding them again. The rank1 prompts of one query
+share everything up to the passage, and a forced-answer request extends its own first
+request, so both mostly hit the cache.
+
+Usage::
+
+    engine = Engine(model, ctx, max_queue=256)
+    engine.start()
+    gen = await engine.generate(model.tokenize(prompt), GenParams(max_tokens=64))
+    print(gen.text, gen.finish_reason)
+    engine.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import concurrent.futures
+import itertools
+import logging
+import threading
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from .backend import LlamaContext, LlamaModel
+
+__all__ = [
+    "Engine",
+    "EngineStats",
+    "GenParams",
+    "Generation",
+    "PromptTooLong",
+    "QueueFull",
+    "TokenLogprob",
+]
+
+log = logging.getLogger("rank1_server.engine")
+
+#: Highest ``logprobs`` a request may ask for (vLLM's default ``--max-logprobs``).
+MAX_LOGPROBS = 20
+
+
+class QueueFull(Exception):
+    """The bounded queue of waiting requests is full; try again later."""
+
+
+class PromptTooLong(ValueError):
+    """Prompt plus ``max_tokens`` exceed one slot's context."""
+
+
+@dataclass(frozen=True)
+class GenParams:
+    """What to generate. Decoding is always greedy.
+
+    ``probe_ids``/``probe_after`` ask the engine to record the log probabilities of two
+    token ids (full softmax, no sort) at every position that follows the token sequence
+    ``probe_after`` (``()`` = the first generated position); the last such reading is
+    returned as :attr:`Generation.probe`. rank1 uses it to read P(true) right after
+    ``</think>``.
+    """
+
+    max_tokens: int
+    stop: tuple[str, ...] = ()
+    stop_token_seqs: tuple[tuple[int, ...], ...] = ()
+    skip_special_tokens: bool = True
+    include_stop_str_in_output: bool = False
+    ignore_eos: bool = False
+    #: Top-k log probabilities per generated token (0..20), or None for none.
+    logprobs: int | None = None
+    #: Ids whose logprobs are reported at every position besides the top-k (vLLM's
+    #: ``logprob_token_ids``); needs ``logprobs`` set (0 is enough).
+    logprob_ids: tuple[int, ...] = ()
+    #: Restrict the greedy choice to these ids (logprobs are still over the whole vocabulary).
+    allowed_ids: tuple[int, ...] | None = None
+    probe_ids: tuple[int, int] | None = None
+    probe_after: tuple[int, ...] | None = None
+    #: Text that also marks a probe position when the rendered output ends with it
+    #: (catches a tag split into unusual pieces).
+    probe_after_text: str | None = None
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token's log probability and the top-k alternatives (id, logprob)."""
+
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...]
+
+
+@dataclass
+class Generation:
+    """A finished generation."""
+
+    prompt_tokens: int
+    token_ids: list[int]
+    text: str
+    #: ``"stop"`` (stop string, stop sequence or end-of-generation token) or ``"length"``.
+    finish_reason: str
+    #: The stop string that matched, or None (EOS, length, stop token sequence).
+    stop_reason: str | None
+    logprobs: list[TokenLogprob] | None
+    #: (logprob of probe_ids[0], logprob of probe_ids[1]) at the last probe position.
+    probe: tuple[float, float] | None
+    #: Index in ``token_ids`` of the token generated at that position (-1: none).
+    probe_index: int
+    #: Prompt tokens whose KV cells came from the cache instead of being decoded.
+    cached_tokens: int
+
+
+@dataclass
+class EngineStats:
+    """Counters read by the metrics endpoint (plain ints, updated by the engine thread)."""
+
+    requests_finished: int = 0
+    requests_cancelled: int = 0
+    requests_failed: int = 0
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    generated_tokens: int = 0
+    decode_calls: int = 0
+
+
+class _State(Enum):
+    IDLE = "idle"
+    WAITING = "waiting"  # for another slot to decode a prefix it will copy
+    PREFILL = "prefill"
+    DECODE = "decode"
+
+
+class _Request:
+    _ids = itertools.count()
+
+    def __init__(self, prompt: list[int], params: GenParams) -> None:
+        self.id = next(self._ids)
+        self.prompt = prompt
+        self.params = params
+        self.future: concurrent.futures.Future[Generation] = concurrent.futures.Future()
+        self.cancelled = False
+        self.gen: list[int] = []
+        self.text = ""
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self.logprobs: list[TokenLogprob] | None = [] if params.logprobs is not None else None
+        self.probe: tuple[float, float] | None = None
+        self.probe_index = -1
+        self.cached = 0
+
+
+@dataclass
+class _Slot:
+    seq: int
+    tokens: list[int] = field(default_factory=list)  # exactly the cells this seq holds
+    req: _Request | None = None
+    state: _State = _State.IDLE
+    wait_src: _Slot | None = None
+    wait_len: int = 0
+    next_token: int = -1
+    last_used: int = 0
+
+
+def _lcp(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+    n = min(len(a), len(b), limit)
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class Engine:
+    """Greedy continuous batching over ``ctx.n_seq`` slots in a dedicated thread."""
+
+    def __init__(
+        self,
+        model: LlamaModel,
+        ctx: LlamaContext,
+        *,
+        max_queue: int = 512,
+        min_shared_prefix: int = 8,
+    ) -> None:
+        self.model = model
+        self.ctx = ctx
+        self.max_queue = max_queue
+        self.min_shared_prefix = min_shared_prefix
+        self.stats = EngineStats()
+        self._slots = [_Slot(seq=i) for i in range(ctx.n_seq)]
+        self._pending: deque[_Request] = deque()
+        self._cv = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._clock = itertools.count(1)
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def n_slots(self) -> int:
+        return len(self._slots)
+
+    @property
+    def n_ctx_per_slot(self) -> int:
+        return self.ctx.n_ctx_per_seq
+
+    @property
+    def busy_slots(self) -> int:
+        return sum(1 for s in self._slots if s.req is not None)
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._pending)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="rank1-engine", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread, fail what is still waiting, free the context and model."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        for req in list(self._pending) + [s.req for s in self._slots if s.req]:
+            if not req.future.done():
+                req.future.set_exception(RuntimeError("the engine stopped"))
+        self._pending.clear()
+        self.ctx.close()
+        self.model.close()
+
+    def check(self, prompt: Sequence[int], params: GenParams) -> None:
+        """Raise :class:`PromptTooLong` / ``ValueError`` for a request that can never run."""
+        if not prompt:
+            raise ValueError("the prompt is empty (no tokens)")
+        if params.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {params.max_tokens}")
+        need = len(prompt) + params.max_tokens
+        if need > self.n_ctx_per_slot:
+            raise PromptTooLong(
+                f"the prompt has {len(prompt)} tokens and max_tokens is {params.max_tokens}: "
+                f"{need} tokens exceed the context of one slot ({self.n_ctx_per_slot} tokens)"
+            )
+        if params.logprobs is not None and not 0 <= params.logprobs <= MAX_LOGPROBS:
+            raise ValueError(f"logprobs must be between 0 and {MAX_LOGPROBS}")
+
+    def submit_many(
+        self, items: Sequence[tuple[Sequence[int], GenParams]], *, priority: bool = False
+    ) -> list[concurrent.futures.Future[Generation]]:
+        """Queue several requests at once (all or none). ``priority`` requests skip the
+        queue bound and go first (used for a judgment's second step)."""
+        for prompt, params in items:
+            self.check(prompt, params)
+        reqs = [_Request(list(prompt), params) for prompt, params in items]
+        with self._cv:
+            if self._stopping:
+                raise RuntimeError("the engine is stopping")
+            if not priority:
+                free = sum(1 for s in self._slots if s.req is None)
+                if len(self._pending) + len(reqs) - free > self.max_queue:
+                    raise QueueFull(
+                        f"{len(self._pending)} requests are waiting (limit {self.max_queue})"
+                    )
+                self._pending.extend(reqs)
+            else:
+                self._pending.extendleft(reversed(reqs))
+            self._cv.notify()
+        for r in reqs:
+            r.future._rank1_req = r  # type: ignore[attr-defined]  # for cancel()
+        return [r.future for r in reqs]
+
+    def cancel(self, future: concurrent.futures.Future[Generation]) -> None:
+        """Abandon a request: it leaves the queue, or frees its slot at the next step."""
+        req: _Request | None = getattr(future, "_rank1_req", None)
+        if req is None or future.done():
+            return
+        with self._cv:
+            req.cancelled = True
+            self._cv.notify()
+
+    async def generate(self, prompt: Sequence[int], params: GenParams) -> Generation:
+        """Generate for one prompt; cancelling the awaiting task frees the slot."""
+        return (await self.generate_many([(prompt, params)]))[0]
+
+    async def generate_many(
+        self, items: Sequence[tuple[Sequence[int], GenParams]], *, priority: bool = False
+    ) -> list[Generation]:
+        futures = self.submit_many(items, priority=priority)
+        try:
+            return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
+        except BaseException:
+            for f in futures:
+                self.cancel(f)
+            raise
+
+    # ------------------------------------------------------------------ engine thread
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cv:
+                    while not self._stopping and not self._pending and not self._has_work():
+                        self._cv.wait()
+                    if self._stopping:
+                        return
+                    admitted = self._take_admissions()
+                self._drop_cancelled()
+                for req in admitted:
+                    self._place(req)
+                self._resolve_waiting()
+                self._step()
+        except BaseException as exc:  # pragma: no cover - a bug; fail loudly, not silently
+            log.exception("engine thread crashed")
+            for req in list(self._pending) + [s.req for s in self._slots if s.req]:
+                if not req.future.done():
+                    req.future.set_exception(RuntimeError(f"engine crashed: {exc!r}"))
+            raise
+
+    def _has_work(self) -> bool:
+        return any(s.req is not None for s in self._slots)
+
+    def _take_admissions(self) -> list[_Request]:
+        """Pop as many waiting requests as there are free slots (called under the lock)."""
+        free = sum(1 for s in self._slots if s.req is None)
+        out: list[_Request] = []
+        while self._pending and len(out) < free:
+            req = self._pending.popleft()
+            if req.cancelled:
+                self._finish_cancelled(req)
+                continue
+            out.append(req)
+        return out
+
+    def _finish_cancelled(self, req: _Request) -> None:
+        self.stats.requests_cancelled += 1
+        if not req.future.done():
+            req.future.cancel()
+
+    def _drop_cancelled(self) -> None:
+        for s in self._slots:
+            if s.req is not None and s.req.cancelled:
+                self._finish_cancelled(s.req)
+                self._release(s)
+        with self._cv:
+            if any(r.cancelled for r in self._pending):
+                keep = deque()
+                for r in self._pending:
+                    if r.cancelled:
+                        self._finish_cancelled(r)
+                    else:
+                        keep.append(r)
+                self._pending = keep
+
+    def _release(self, s: _Slot) -> None:
+        """Free a slot; its KV cells stay for prefix reuse."""
+        s.req = None
+        s.state = _State.IDLE
+        s.wait_src = None
+        s.last_used = next(self._clock)
+
+    # ------------------------------------------------------------------ placement
+
+    def _place(self, req: _Request) -> None:
+        """Put ``req`` into a free slot, reusing the longest cached prefix available."""
+        prompt = req.prompt
+        limit = len(prompt) - 1  # always decode at least one prompt token (for its logits)
+        idle = [s for s in self._slots if s.req is None]
+        scored = [(s, _lcp(s.tokens, prompt, limit)) for s in idle]
+        # A running slot that holds (or is about to hold) a longer prefix can share it.
+        src, shared = None, 0
+        for s in self._slots:
+            if s.req is None:
+                continue
+            target = s.req.prompt if s.state in (_State.WAITING, _State.PREFILL) else s.tokens
+            n = _lcp(target, prompt, limit)
+            if n > shared:
+                src, shared = s, n
+        best, own = max(scored, key=lambda x: (x[1], -x[0].last_used))
+        if src is not None and shared >= self.min_shared_prefix and shared > own:
+            # Copy from the running slot into the free slot whose cache is worth least.
+            dst = min(scored, key=lambda x: (x[1], x[0].last_used))[0]
+            self.ctx.seq_rm(dst.seq)
+            dst.tokens = []
+            dst.req, dst.state = req, _State.WAITING
+            dst.wait_src, dst.wait_len = src, shared
+            dst.last_used = next(self._clock)
+            self._try_copy(dst)
+            return
+        self.ctx.seq_rm(best.seq, own, -1)
+        del best.tokens[own:]
+        best.req, best.state = req, _State.PREFILL
+        best.last_used = next(self._clock)
+        req.cached = own
+
+    def _try_copy(self, s: _Slot) -> None:
+        """Copy the awaited prefix into a WAITING slot once its source holds it."""
+        src, want, req = s.wait_src, s.wait_len, s.req
+        assert src is not None and req is not None
+        have = _lcp(src.tokens, req.prompt, want)
+        if have < want:
+            still_coming = (
+                src.req is not None
+                and src.state in (_State.WAITING, _State.PREFILL)
+                and _lcp(src.req.prompt, req.prompt, want) >= want
+            )
+            if still_coming:
+                return
+            want = have  # the source gave up or moved on: take what it has
+        if want >= self.min_shared_prefix:
+            self.ctx.seq_cp(src.seq, s.seq, want)
+            s.tokens = list(req.prompt[:want])
+            req.cached = want
+        s.state = _State.PREFILL
+        s.wait_src = None
+
+    def _resolve_waiting(self) -> None:
+        for s in self._slots:
+            if s.state is _State.WAITING:
+                self._try_copy(s)
+
+    # ------------------------------------------------------------------ one step
+
+    def _step(self) -> None:
+        batch = self.ctx.batch
+        batch.clear()
+        rows: list[tuple[_Slot, int]] = []
+        budget = batch.capacity
+        for s in self._slots:
+            if s.state is _State.DECODE:
+                rows.append((s, batch.add(s.next_token, len(s.tokens), s.seq, True)))
+                s.tokens.append(s.next_token)
+                budget -= 1
+        prefill = sorted(
+            (s for s in self._slots if s.state is _State.PREFILL), key=lambda s: s.req.id
+        )
+        for s in prefill:
+            if budget <= 0:
+                break
+            prompt = s.req.prompt
+            start = len(s.tokens)
+            n = min(budget, len(prompt) - start)
+            last = len(prompt) - 1
+            for k in range(start, start + n):
+                i = batch.add(prompt[k], k, s.seq, k == last)
+            s.tokens.extend(prompt[start : start + n])
+            self.stats.prompt_tokens += n
+            budget -= n
+            if start + n == len(prompt):
+                rows.append((s, i))
+        if batch.n == 0:
+            return
+        rc = self.ctx.decode()
+        self.stats.decode_calls += 1
+        if rc != 0:
+            self._fail_batch(rc)
+            return
+        for s, i in rows:
+            self._sample(s, self.ctx.logits(i))
+
+    def _fail_batch(self, rc: int) -> None:
+        log.error("llama_decode failed with status %d", rc)
+        for s in self._slots:
+            if s.state in (_State.DECODE, _State.PREFILL) and s.req is not None:
+                req = s.req
+                self.stats.requests_failed += 1
+                req.future.set_exception(RuntimeError(f"llama_decode failed (status {rc})"))
+                self.ctx.seq_rm(s.seq)
+                s.tokens = []
+                self._release(s)
+
+    def _sample(self, s: _Slot, logits: np.ndarray) -> None:
+        req = s.req
+        assert req is not None
+        p = req.params
+        if p.allowed_ids:
+            allowed = np.asarray(p.allowed_ids)
+            token = int(allowed[int(np.argmax(logits[allowed]))])
+        else:
+            token = int(np.argmax(logits))
+        lse: float | None = None
+        if p.probe_ids is not None and self._at_probe(req):
+            lse = _logsumexp(logits)
+            a, b = p.probe_ids
+            req.probe = (float(logits[a]) - lse, float(logits[b]) - lse)
+            req.probe_index = len(req.gen)
+        if req.logprobs is not None:
+            if lse is None:
+                lse = _logsumexp(logits)
+            req.logprobs.append(
+                _top_logprobs(logits, lse, token, p.logprobs or 0, p.logprob_ids)
+            )
+        req.gen.append(token)
+        self.stats.generated_tokens += 1
+
+        finish: tuple[str, str | None] | None = None
+        if not p.ignore_eos and self.model.is_eog(token):
+            finish = ("stop", None)  # like vLLM: the EOS token is not rendered into the text
+        else:
+            finish = self._append_text(req, token)
+            if finish is None:
+                for seq in p.stop_token_seqs:
+                    if seq and len(req.gen) >= len(seq) and tuple(req.gen[-len(seq) :]) == seq:
+                        finish = ("stop", None)
+                        break
+        if finish is None and len(req.gen) >= p.max_tokens:
+            finish = ("length", None)
+        if finish is None:
+            s.next_token = token
+            s.state = _State.DECODE
+            return
+        if finish[0] == "length":
+            req.text += req._decoder.decode(b"", final=True)
+        self.stats.requests_finished += 1
+        self.stats.cached_prompt_tokens += req.cached
+        gen = Generation(
+            prompt_tokens=len(req.prompt),
+            token_ids=req.gen,
+            text=req.text,
+            finish_reason=finish[0],
+            stop_reason=finish[1],
+            logprobs=req.logprobs,
+            probe=req.probe,
+            probe_index=req.probe_index,
+            cached_tokens=req.cached,
+        )
+        self._release(s)
+        if not req.future.done():
+            req.future.set_result(gen)
+
+    def _at_probe(self, req: _Request) -> bool:
+        after = req.params.probe_after
+        if after is None:
+            return False
+        if not after:
+            return not req.gen
+        if len(req.gen) >= len(after) and tuple(req.gen[-len(after) :]) == after:
+            return True
+        tag = req.params.probe_after_text
+        return bool(tag) and bool(req.gen) and self._rendered_tail(req.gen, len(tag)).endswith(tag)
+
+    def _rendered_tail(self, ids: list[int], n_chars: int) -> str:
+        out = b""
+        for t in reversed(ids):
+            out = self.model.piece(t, special=True) + out
+            if len(out) >= n_chars * 4:
+                break
+        return out.decode("utf-8", "ignore")
+
+    def _append_text(self, req: _Request, token: int) -> tuple[str, str | None] | None:
+        """Add the token's text; return a finish tuple when a stop string completed."""
+        p = req.params
+        piece = self.model.piece(token, special=not p.skip_special_tokens)
+        before = len(req.text)
+        req.text += req._decoder.decode(piece)
+        if not p.stop:
+            return None
+        best: tuple[int, str] | None = None
+        for stop in p.stop:
+            at = req.text.find(stop, max(0, before - len(stop) + 1))
+            if at != -1 and (best is None or at < best[0]):
+                best = (at, stop)
+        if best is None:
+            return None
+        at, stop = best
+        req.text = req.text[: at + len(stop)] if p.include_stop_str_in_output else req.text[:at]
+        return ("stop", stop)
+
+
+def _logsumexp(logits: np.ndarray) -> float:
+    m = float(np.max(logits))
+    return m + float(np.log(np.sum(np.exp(logits - m, dtype=np.float32), dtype=np.float64)))
+
+
+def _top_logprobs(
+    logits: np.ndarray, lse: float, token: int, k: int, extra: tuple[int, ...] = ()
+) -> TokenLogprob:
+    """The chosen token's logprob, the top ``k`` by partial sort (no full-vocabulary sort),
+    then the ``extra`` ids not already listed."""
+    top: list[tuple[int, float]] = []
+    if k > 0:
+        idx = np.argpartition(logits, -k)[-k:]
+        idx = idx[np.argsort(-logits[idx], kind="stable")]
+        top = [(int(i), float(logits[i]) - lse) for i in idx]
+    if extra:
+        listed = {t for t, _ in top}
+        top += [(t, float(logits[t]) - lse) for t in extra if t not in listed]
+    return TokenLogprob(token=token, logprob=float(logits[token]) - lse, top=tuple(top))

@@ -1,0 +1,270 @@
+"""rank1 judgments in-process, on the engine: the server side of ``/v1/rerank``.
+
+The rules come from :mod:`rank1_integrations.protocol` (prompt, truncation, score, forced
+answer); this module only maps them onto token ids:
+
+* ``</think>`` is looked up in the vocabulary at load: one special token (rank1's own
+  tokenizer) or the pieces plain Qwen2.5 splits it into. The answer position is the one
+  right after it, found by id (and, for unusual splits, by the rendered text).
+* P(true) is read from the full logits there: ``sigmoid(l_true - l_false)`` over the two
+  answer ids (`` true`` / `` false``, looked up at load). No top-k, no sort, never estimated.
+* The generation stops on ``</think>`` followed by an answer token, like the official stop
+  strings. When the budget runs out first (or the model ends without an answer), the
+  forced-answer prompt gets one more token, restricted to the two answers; its prefix is
+  the first request's, so the engine reuses those KV cells.
+
+Usage::
+
+    judge = Rank1Judge(engine, Rank1Vocab.lookup(model))
+    judgments = await judge.judge_many("query", [Document("passage text")])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from rank1_integrations.judgment import Judgment
+from rank1_integrations.protocol import (
+    ANSWER_FALSE,
+    ANSWER_TRUE,
+    STOP_STRINGS,
+    THINK_END,
+    VerdictSource,
+    build_prompt,
+    extract_reasoning,
+    forced_answer_prompt,
+    score_from_logprobs,
+    truncate_passage,
+)
+
+from .backend import LlamaModel
+from .engine import Engine, Generation, GenParams
+
+__all__ = ["Document", "JudgeResult", "Rank1Judge", "Rank1Vocab", "VocabularyError"]
+
+#: Tokens kept free for the forced-answer prompt's extra text ("\n" ... "\n</think>" and
+#: re-tokenisation differences of the reasoning).
+FORCED_MARGIN = 32
+
+
+class VocabularyError(ValueError):
+    """The model's vocabulary cannot express rank1's answer (no single `` true`` token...)."""
+
+
+@dataclass(frozen=True)
+class Rank1Vocab:
+    """Token ids rank1 needs, looked up in the served model's vocabulary."""
+
+    think_end: tuple[int, ...]
+    true_id: int
+    false_id: int
+
+    @property
+    def think_end_is_special(self) -> bool:
+        return len(self.think_end) == 1
+
+    @classmethod
+    def lookup(cls, model: LlamaModel) -> Rank1Vocab:
+        think_end = tuple(model.tokenize(THINK_END, parse_special=True))
+        if not think_end:
+            raise VocabularyError(f"the vocabulary cannot encode {THINK_END!r}")
+        ids = {}
+        for word in (ANSWER_TRUE, ANSWER_FALSE):
+            toks = model.tokenize(word, parse_special=False)
+            if len(toks) != 1:
+                raise VocabularyError(
+                    f"rank1 needs {word!r} to be one token; this vocabulary splits it into {toks}"
+                )
+            ids[word] = toks[0]
+        return cls(think_end=think_end, true_id=ids[ANSWER_TRUE], false_id=ids[ANSWER_FALSE])
+
+
+@dataclass(frozen=True)
+class Document:
+    """One passage to judge."""
+
+    text: str
+    title: str | None = None
+
+
+@dataclass(frozen=True)
+class JudgeResult:
+    """The judgments of one call (input order) and the tokens they took."""
+
+    judgments: list[Judgment]
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class Rank1Judge:
+    """Judge many passages for one query at once on the engine's slots.
+
+    ``on_judgment(seconds)`` is called once per finished judgment (for metrics).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        vocab: Rank1Vocab,
+        *,
+        on_judgment: Callable[[float], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.model = engine.model
+        self.vocab = vocab
+        self.on_judgment = on_judgment
+
+    # ------------------------------------------------------------------ prompts
+
+    def prompt_tokens(
+        self,
+        query: str,
+        doc: Document,
+        *,
+        instruction: str | None,
+        max_reasoning_tokens: int,
+    ) -> tuple[str, list[int], bool]:
+        """The rank1 prompt, its tokens, and whether the passage was cut to fit one slot.
+
+        Only the passage is cut (never the prompt around it), so that prompt + reasoning
+        budget + the forced answer's extra text fit the slot's context.
+        """
+        limit = self.engine.n_ctx_per_slot - max_reasoning_tokens - FORCED_MARGIN
+        frame = len(self._tok(build_prompt(query, "", title=doc.title, instruction=instruction)))
+        budget = limit - frame
+        if budget < 1:
+            raise ValueError(
+                f"no room for the passage: the query/instruction take {frame} tokens and "
+                f"max_reasoning_tokens is {max_reasoning_tokens}, but one slot holds "
+                f"{self.engine.n_ctx_per_slot} tokens"
+            )
+        text, truncated = doc.text, False
+        for _ in range(4):  # token boundaries can shift a little once the passage is in place
+            text, cut = truncate_passage(
+                doc.text, max_tokens=budget, tokenize=self._tok, detokenize=self._detok
+            )
+            truncated = truncated or cut
+            prompt = build_prompt(query, text, title=doc.title, instruction=instruction)
+            tokens = self._tok(prompt)
+            over = len(tokens) - limit
+            if over <= 0:
+                return prompt, tokens, truncated
+            budget -= over
+        raise ValueError("could not fit the passage into one slot's context")
+
+    def _tok(self, text: str) -> list[int]:
+        return self.model.tokenize(text, add_special=True, parse_special=True)
+
+    def _detok(self, ids: Sequence[int]) -> str:
+        return self.model.detokenize(ids, special=True)
+
+    def _first_params(self, max_reasoning_tokens: int) -> GenParams:
+        v = self.vocab
+        return GenParams(
+            max_tokens=max_reasoning_tokens,
+            stop=STOP_STRINGS,
+            stop_token_seqs=(v.think_end + (v.true_id,), v.think_end + (v.false_id,)),
+            skip_special_tokens=False,
+            probe_ids=(v.true_id, v.false_id),
+            probe_after=v.think_end,
+            probe_after_text=THINK_END,
+        )
+
+    def _forced_params(self) -> GenParams:
+        v = self.vocab
+        return GenParams(
+            max_tokens=1,
+            skip_special_tokens=False,
+            allowed_ids=(v.true_id, v.false_id),
+            probe_ids=(v.true_id, v.false_id),
+            probe_after=(),
+        )
+
+    # ------------------------------------------------------------------ judging
+
+    async def judge_many(
+        self,
+        query: str,
+        docs: Sequence[Document],
+        *,
+        instruction: str | None = None,
+        max_reasoning_tokens: int = 2048,
+    ) -> JudgeResult:
+        """Judge ``docs`` for ``query``; one :class:`Judgment` per document, in order.
+
+        All first requests enter the engine's queue together (one bound check: the whole
+        call is refused with :class:`~rank1_server.engine.QueueFull` or none of it);
+        forced answers follow with priority as their first requests finish.
+        """
+        if max_reasoning_tokens < 1:
+            raise ValueError(f"max_reasoning_tokens must be >= 1, got {max_reasoning_tokens}")
+        prepared = [
+            self.prompt_tokens(
+                query, d, instruction=instruction, max_reasoning_tokens=max_reasoning_tokens
+            )
+            for d in docs
+        ]
+        if not prepared:
+            return JudgeResult([], 0, 0)
+        usage = [sum(len(t) for _, t, _ in prepared), 0]
+        start = time.perf_counter()
+        params = self._first_params(max_reasoning_tokens)
+        futures = self.engine.submit_many([(tokens, params) for _, tokens, _ in prepared])
+
+        async def finish(i: int) -> Judgment:
+            prompt, _, truncated = prepared[i]
+            try:
+                first = await asyncio.wrap_future(futures[i])
+            except asyncio.CancelledError:
+                self.engine.cancel(futures[i])
+                raise
+            judgment = await self._verdict(i, prompt, first, truncated, usage)
+            if self.on_judgment is not None:
+                self.on_judgment(time.perf_counter() - start)
+            return judgment
+
+        tasks = [asyncio.ensure_future(finish(i)) for i in range(len(prepared))]
+        try:
+            judgments = list(await asyncio.gather(*tasks))
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            for f in futures:
+                self.engine.cancel(f)
+            raise
+        return JudgeResult(judgments, usage[0], usage[1])
+
+    async def _verdict(
+        self, index: int, prompt: str, first: Generation, truncated: bool, usage: list[int]
+    ) -> Judgment:
+        fields = {
+            "index": index,
+            "reasoning": extract_reasoning(first.text),
+            "reasoning_tokens": len(first.token_ids),
+            "truncated": truncated,
+        }
+        usage[1] += len(first.token_ids)
+        answered = (
+            first.finish_reason == "stop"
+            and first.probe is not None
+            and first.probe_index == len(first.token_ids) - 1
+            and first.token_ids[-1] in (self.vocab.true_id, self.vocab.false_id)
+        )
+        if answered:
+            lt, lf = first.probe  # type: ignore[misc]
+            source = VerdictSource.ANSWER_LOGPROBS
+        else:
+            forced = forced_answer_prompt(prompt, first.text.split(THINK_END, 1)[0])
+            (second,) = await self.engine.generate_many(
+                [(self._tok(forced), self._forced_params())], priority=True
+            )
+            usage[0] += second.prompt_tokens
+            usage[1] += len(second.token_ids)
+            assert second.probe is not None
+            lt, lf = second.probe
+            source = VerdictSource.FORCED_ANSWER
+        score = score_from_logprobs(lt, lf)
+        return Judgment(relevant=score >= 0.5, score=score, source=source, **fields)

@@ -1,0 +1,75 @@
+"""Run a real ``rank1-server`` on loopback for tests and benchmarks.
+
+Usage::
+
+    from rank1_server.testing import running_server
+
+    with running_server("model.gguf", parallel=4, n_ctx=1024) as base_url:
+        client = Rank1Client(base_url=base_url, mode="rerank")   # base_url ends in /v1
+        ...
+
+The server runs uvicorn in a daemon thread on a free port of 127.0.0.1; the context
+manager returns once ``/health`` says the model is loaded, and stops the server (and
+frees the model) on exit. Options are :class:`~rank1_server.app.ServerConfig` fields.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from os import PathLike
+from typing import Any
+
+import httpx
+
+__all__ = ["running_server", "free_port"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running_server(
+    model_path: str | PathLike[str], *, startup_timeout: float = 120.0, **options: Any
+) -> Iterator[str]:
+    """Serve ``model_path`` on a free loopback port; yield the ``.../v1`` base URL."""
+    import uvicorn
+
+    from .app import ServerConfig, create_app
+
+    config = ServerConfig(model_path=str(model_path), **options)
+    app = create_app(config)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+    ))
+    thread = threading.Thread(target=server.run, name=f"rank1-server-{port}", daemon=True)
+    thread.start()
+    root = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if not thread.is_alive():
+                raise RuntimeError(f"rank1-server on port {port} exited during startup")
+            try:
+                r = httpx.get(f"{root}/health", timeout=5)
+                if r.status_code == 200:
+                    break
+                if r.json().get("status") == "error":
+                    raise RuntimeError(f"rank1-server failed to load: {r.json().get('message')}")
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"rank1-server not ready after {startup_timeout} s")
+            time.sleep(0.05)
+        yield f"{root}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
