@@ -56,7 +56,7 @@ def retry_after_seconds(exc: BaseException) -> float | None:
 def retrying(max_retries: int, *, backoff: float = 0.5, max_backoff: float = 20.0) -> AsyncRetrying:
     """An ``AsyncRetrying`` that makes ``max_retries`` further tries after the first and
     re-raises the last exception."""
-    jitter = wait_exponential_jitter(initial=backoff, max=max_backoff, jitter=backoff)
+    jitter = wait_exponential_jitter(multiplier=backoff, max=max_backoff, jitter=backoff)
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None

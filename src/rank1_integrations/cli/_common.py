@@ -1,0 +1,82 @@
+"""What the ``rank1`` subcommands share: endpoint options, argument types, instruction
+files, error messages."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "add_endpoint_options",
+    "client_from_args",
+    "fail",
+    "positive_int",
+    "read_instruction",
+]
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def read_instruction(value: str | None) -> str | None:
+    """``--instruction`` as given, or the contents of ``@FILE`` (one trailing newline off)."""
+    if value is None or not value.startswith("@"):
+        return value
+    path = Path(value[1:])
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"--instruction {value}: cannot read {path}: {exc.strerror}") from exc
+    return text[:-1] if text.endswith("\n") else text
+
+
+def add_endpoint_options(parser: argparse.ArgumentParser) -> None:
+    """The options that say which server to ask and how."""
+    ep = parser.add_argument_group(
+        "endpoint (defaults: RANK1_BASE_URL, RANK1_MODEL, RANK1_API_KEY)"
+    )
+    ep.add_argument("--base-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    ep.add_argument("--model", help="model name the endpoint serves")
+    ep.add_argument("--api-key", help="API key (prefer the RANK1_API_KEY variable)")
+    ep.add_argument(
+        "--mode", choices=("completions", "chat", "rerank"), default="completions", help="API shape"
+    )
+    ep.add_argument("--max-reasoning-tokens", type=positive_int, default=2048, metavar="N")
+    ep.add_argument(
+        "--concurrency", type=positive_int, default=8, metavar="N", help="judgments in flight"
+    )
+    ep.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
+    ep.add_argument(
+        "--max-retries", type=int, default=3, metavar="N",
+        help="further tries per judgment after a transient error (default 3)",
+    )
+
+
+def client_from_args(args: argparse.Namespace, **overrides: Any) -> Any:
+    """A :class:`~rank1_integrations.Rank1Client` built from the endpoint options."""
+    from ..client import Rank1Client
+
+    options: dict[str, Any] = {
+        "base_url": args.base_url, "api_key": args.api_key, "model": args.model,
+        "mode": args.mode, "max_reasoning_tokens": args.max_reasoning_tokens,
+        "concurrency": args.concurrency, "timeout": args.timeout,
+        "max_retries": args.max_retries,
+    }
+    options.update(overrides)
+    return Rank1Client(**options)
+
+
+def fail(command: str, message: str) -> int:
+    """Print ``rank1 COMMAND: error: MESSAGE`` on stderr; return exit status 1."""
+    print(f"rank1 {command}: error: {message}", file=sys.stderr)
+    return 1

@@ -1,0 +1,120 @@
+"""``rank1 rerank`` end to end against the loopback fake server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rank1_integrations.cli import main
+from rank1_integrations.testing import FakeRank1Server, overlap_score
+
+
+@pytest.fixture(scope="module")
+def server():
+    with FakeRank1Server() as s:
+        yield s
+
+
+def run_cli(args, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "rank1_integrations.cli", *args],
+        input=stdin, capture_output=True, text=True, timeout=60, env=env,
+    )
+
+
+def rows(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_plain_lines_from_stdin_ranked_best_first(server):
+    docs = ["Cats sleep a lot.", "", "The moon pulls the ocean tides.", "tides only"]
+    result = run_cli(["rerank", "moon ocean tides", "--base-url", server.base_url],
+                     stdin="\n".join(docs) + "\n")
+    assert result.returncode == 0, result.stderr
+    out = rows(result.stdout)
+    # blank lines are not documents; ids are line numbers
+    assert [r["id"] for r in out] == ["3", "4", "1"]
+    assert [r["rank"] for r in out] == [1, 2, 3]
+    assert out[0]["score"] == pytest.approx(overlap_score("moon ocean tides", docs[2]))
+    assert out[0]["relevant"] is True and out[-1]["relevant"] is False
+    assert all(r["source"] == "answer_logprobs" and r["reasoning"] for r in out)
+
+
+def test_jsonl_file_with_titles_top_n_and_threshold(server, tmp_path, capsys):
+    path = tmp_path / "docs.jsonl"
+    path.write_text(
+        '{"id": "a", "text": "cats", "title": "Pets"}\n'
+        '{"id": "b", "text": "the moon", "title": "ocean tides"}\n'
+        '{"id": "c", "text": "moon tides"}\n'
+    )
+    assert main(["rerank", "moon ocean tides", str(path), "--base-url", server.base_url,
+                 "--top-n", "1", "--threshold", "0.5"]) == 0
+    out = rows(capsys.readouterr().out)
+    assert [r["id"] for r in out] == ["b"]  # the title counts: "ocean tides the moon"
+
+    assert main(["rerank", "moon ocean tides", str(path), "--base-url", server.base_url,
+                 "--threshold", "0.99"]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_instruction_template_from_file_reaches_the_prompt(server, tmp_path, capsys):
+    template = tmp_path / "instr.txt"
+    template.write_text("Find passages about {query} and the moon\n")
+    assert main(["rerank", "tides", str(_lines(tmp_path, ["the moon"])),
+                 "--base-url", server.base_url, "--instruction", f"@{template}"]) == 0
+    # without the template the query "tides" shares nothing with "the moon"
+    (row,) = rows(capsys.readouterr().out)
+    assert row["score"] == pytest.approx(
+        overlap_score("Find passages about tides and the moon", "the moon"))
+
+
+def _lines(tmp_path, docs):
+    path = tmp_path / "docs.txt"
+    path.write_text("\n".join(docs) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"id": 1, "text": "ok"}\n{"id": 2, "text": \n', "docs.jsonl:2: not valid JSON"),
+        ('{"id": 1}\n', "docs.jsonl:1: 'text' must be a string"),
+        ('{"id": 1, "text": "a"}\n{"id": 1, "text": "b"}\n', "duplicate id '1'"),
+        ('["a"]\n', "docs.jsonl:1: expected a JSON object"),
+        ("\n\n", "no documents"),
+    ],
+)
+def test_bad_input_files_exit_non_zero_naming_file_and_line(tmp_path, content, message, server):
+    path = tmp_path / "docs.jsonl"
+    path.write_text(content)
+    result = run_cli(["rerank", "q", str(path), "--base-url", server.base_url])
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert result.stdout == ""
+
+
+def test_missing_file_and_empty_query(server):
+    result = run_cli(["rerank", "q", "/nonexistent/docs.txt", "--base-url", server.base_url])
+    assert result.returncode == 1 and "cannot read /nonexistent/docs.txt" in result.stderr
+    result = run_cli(["rerank", "  ", "--base-url", server.base_url], stdin="doc\n")
+    assert result.returncode == 1 and "query is empty" in result.stderr
+
+
+def test_unreachable_endpoint_names_the_document(tmp_path):
+    result = run_cli(["rerank", "q", "--base-url", "http://127.0.0.1:9/v1", "--max-retries", "0"],
+                     stdin="first\n")
+    assert result.returncode == 1
+    assert "document '1'" in result.stderr
+
+
+def test_progress_bar_on_stderr_for_long_inputs(server):
+    docs = [f"doc {i} about tides" for i in range(30)]
+    result = run_cli(["rerank", "tides", "--base-url", server.base_url], stdin="\n".join(docs))
+    assert result.returncode == 0
+    assert len(rows(result.stdout)) == 30
+    assert "30/30" in result.stderr
