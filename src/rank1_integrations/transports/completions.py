@@ -26,7 +26,7 @@ from ..protocol import (
     forced_answer_prompt,
 )
 from .base import JudgeCall, Transport
-from .logprobs import Position, answer_at, positions
+from .logprobs import Position, answer_at, is_answer_token, positions
 from .sdk import Sdk
 
 __all__ = ["CompletionsTransport"]
@@ -76,7 +76,11 @@ class CompletionsTransport(Transport):
             if not (result["chat_shaped"] and result["finish_reason"] == "stop"):
                 return result
             last = result["positions"][-1] if result["positions"] else None
-            if last is not None and answer_at(last, self.answer_token_ids) is not None:
+            if (
+                last is not None
+                and is_answer_token(last, self.answer_token_ids)
+                and answer_at(last, self.answer_token_ids) is not None
+            ):
                 return result
             self.stream = True  # llama-server: the stop tokens' logprobs were dropped
         chunks = await self.sdk.stream("completions", **params)
@@ -94,8 +98,13 @@ class CompletionsTransport(Transport):
         }
         items: list[Position] | None = out["positions"]
         # FIX: the official code scores any output whose last top-20 holds both answers,
-        # even one cut at max_tokens; we require that generation stopped on the answer.
-        if out["finish_reason"] == "stop" and items:
+        # even one cut at max_tokens or ended by end-of-text; we require that generation
+        # stopped on the answer: the last generated token is `` true`` or `` false``.
+        if (
+            out["finish_reason"] == "stop"
+            and items
+            and is_answer_token(items[-1], self.answer_token_ids)
+        ):
             reading = answer_at(items[-1], self.answer_token_ids)
             if reading is not None:
                 return _judgment(reading, VerdictSource.ANSWER_LOGPROBS, **fields)

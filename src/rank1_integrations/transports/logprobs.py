@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,7 @@ from ..protocol import (
     read_answer,
 )
 
-__all__ = ["Position", "positions", "answer_at", "find_answer_position"]
+__all__ = ["Position", "positions", "answer_at", "find_answer_position", "is_answer_token"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,23 @@ def answer_at(
     """The reading at one position (``answer_ids`` = ids of `` true`` and `` false``)."""
     ids = {answer_ids[0]: ANSWER_TRUE, answer_ids[1]: ANSWER_FALSE} if answer_ids else None
     return read_answer(position.top, answer_ids=ids)
+
+
+_TOKEN_ID = re.compile(r"^token_id:(\d+)$")
+
+
+def is_answer_token(position: Position, answer_ids: tuple[int, int] | None = None) -> bool:
+    """True when the token generated at ``position`` is an answer token: its text is an
+    answer word, or (with ``answer_ids``) its id, given as ``id`` or ``"token_id:N"``, is
+    one of them."""
+    if normalise_answer_token(position.token) is not None:
+        return True
+    if not answer_ids:
+        return False
+    if position.token_id is not None:
+        return position.token_id in answer_ids
+    m = _TOKEN_ID.match(position.token)
+    return m is not None and int(m.group(1)) in answer_ids
 
 
 def find_answer_position(items: Sequence[Position]) -> Position | None:
