@@ -1,0 +1,219 @@
+"""Realistic server responses for the client tests, in each server's own shape.
+
+* vLLM ``/v1/completions``: text without the stop string, the stop-string tokens kept in
+  ``tokens``/``top_logprobs``, ``stop_reason`` = the matched stop string, -9999.0 for -inf.
+* llama-cpp-python: the same legacy shape, keys collapsed by string, no ``stop_reason``.
+* llama.cpp ``llama-server``: chat-style ``logprobs.content`` with ids; non-streaming drops
+  the stop-string tokens, streaming (SSE) keeps them with empty text for special tokens.
+* vLLM chat completions with a reasoning parser.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import httpx
+
+BASE_URL = "http://rank1.test/v1"
+
+#: Qwen2.5 ids of ' true' / ' false', and the (inferred) id of '</think>' in rank1.
+TRUE_ID, FALSE_ID, THINK_END_ID = 830, 895, 151666
+
+HEAD = (
+    "Determine if the following passage is relevant to the query. "
+    "Answer only with 'true' or 'false'.\n"
+)
+
+
+def prompt_for(query: str, passage: str) -> str:
+    """The expected prompt, written out (not built with the code under test)."""
+    return f"{HEAD}Query: {query}\nPassage: {passage}\n<think>"
+
+
+def sigmoid_of(lt: float, lf: float) -> float:
+    return math.exp(lt) / (math.exp(lt) + math.exp(lf))
+
+
+REASONING = ["The", " query", " asks", " about", " tides", ".", " The", " passage", " is",
+             " true", " to", " it", "."]
+
+
+def vllm_completion(
+    *,
+    reasoning: list[str] | None = None,
+    answer: str | None = " true",
+    answer_top: dict[str, float] | None = None,
+    finish: str = "stop",
+    stop_reason: str | None = "default",
+    last_top: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """A vLLM completion. With ``answer`` the output stopped on ``</think>{answer}``; the
+    tokens of the stop string stay in ``tokens``/``top_logprobs`` though not in ``text``."""
+    reasoning = list(REASONING if reasoning is None else reasoning)
+    tokens = list(reasoning)
+    tops: list[dict[str, float]] = [{t: -0.05, " the": -3.1, ",": -4.0} for t in reasoning]
+    text = "".join(reasoning)
+    if answer is not None:
+        top = answer_top or {" true": -0.1, " false": -2.4, " True": -6.0, "\n": -7.5}
+        tokens += ["\n", "</think>", answer]
+        tops += [{"\n": -0.01, " ": -5.0}, {"</think>": -0.02, " The": -4.4}, top]
+        text += "\n"
+        if stop_reason == "default":
+            stop_reason = "</think>" + answer
+    elif stop_reason == "default":
+        stop_reason = None
+    if last_top is not None:
+        tops[-1] = last_top
+    return {
+        "id": "cmpl-0b3c", "object": "text_completion", "created": 1764290000,
+        "model": "jhu-clsp/rank1-7b",
+        "choices": [{
+            "index": 0, "text": text, "finish_reason": finish, "stop_reason": stop_reason,
+            "prompt_logprobs": None,
+            "logprobs": {
+                "text_offset": list(range(len(tokens))),
+                "token_logprobs": [top.get(t, -0.05) for t, top in zip(tokens, tops)],
+                "tokens": tokens,
+                "top_logprobs": tops,
+            },
+        }],
+        "usage": {"prompt_tokens": 61, "total_tokens": 61 + len(tokens),
+                  "completion_tokens": len(tokens)},
+    }
+
+
+def vllm_forced(top: dict[str, float], token: str = " true") -> dict[str, Any]:
+    """vLLM's answer to the one-token forced request."""
+    return {
+        "id": "cmpl-f0", "object": "text_completion", "created": 1764290001,
+        "model": "jhu-clsp/rank1-7b",
+        "choices": [{
+            "index": 0, "text": token, "finish_reason": "length", "stop_reason": None,
+            "logprobs": {"text_offset": [0], "token_logprobs": [top.get(token, -0.1)],
+                         "tokens": [token], "top_logprobs": [top]},
+        }],
+        "usage": {"prompt_tokens": 90, "total_tokens": 91, "completion_tokens": 1},
+    }
+
+
+def llama_cpp_python_completion(answer_top: dict[str, float]) -> dict[str, Any]:
+    """llama-cpp-python's ``create_completion``: legacy shape, no ``stop_reason``, the
+    stop-string tokens kept, one key per distinct string."""
+    tokens = ["The", " passage", " covers", " it", ".", "\n", "</think>", " True"]
+    tops = [{t: -0.1, " a": -3.0} for t in tokens[:-1]] + [answer_top]
+    return {
+        "id": "cmpl-7e1d", "object": "text_completion", "created": 1764290002,
+        "model": "rank1.gguf",
+        "choices": [{
+            "text": "The passage covers it.\n", "index": 0, "finish_reason": "stop",
+            "logprobs": {
+                "tokens": tokens, "text_offset": list(range(len(tokens))),
+                "token_logprobs": [top.get(t, -0.1) for t, top in zip(tokens, tops)],
+                "top_logprobs": tops,
+            },
+        }],
+        "usage": {"prompt_tokens": 40, "completion_tokens": 8, "total_tokens": 48},
+    }
+
+
+def _ls_entry(token_id: int, token: str, logprob: float,
+              top: list[tuple[int, str, float]]) -> dict[str, Any]:
+    return {
+        "id": token_id, "token": token, "bytes": list(token.encode()), "logprob": logprob,
+        "top_logprobs": [
+            {"id": i, "token": t, "bytes": list(t.encode()), "logprob": lp} for i, t, lp in top
+        ],
+    }
+
+
+LS_REASONING = [(785, "The"), (3239, " passage"), (14521, " covers"), (41938, " tides"),
+                (13, "."), (198, "\n")]
+LS_ANSWER_TOP = [(TRUE_ID, " true", -0.2), (FALSE_ID, " false", -1.9), (3007, " True", -5.5),
+                 (198, "\n", -7.0)]
+
+
+def llama_server_entries(*, with_stop_tokens: bool) -> list[dict[str, Any]]:
+    entries = [_ls_entry(i, t, -0.1, [(i, t, -0.1), (279, " the", -3.2), (11, ",", -4.1)])
+               for i, t in LS_REASONING]
+    if with_stop_tokens:
+        # '</think>' is a special (CONTROL) token: its text is empty, only its id tells it
+        entries.append(_ls_entry(THINK_END_ID, "", -0.05,
+                                 [(THINK_END_ID, "", -0.05), (576, " The", -3.9)]))
+        entries.append(_ls_entry(TRUE_ID, " true", -0.2, LS_ANSWER_TOP))
+    return entries
+
+
+def llama_server_completion() -> dict[str, Any]:
+    """llama-server's non-streaming /v1/completions: chat-style logprobs, stop tokens dropped."""
+    return {
+        "choices": [{
+            "text": "The passage covers tides.\n", "index": 0,
+            "logprobs": {"content": llama_server_entries(with_stop_tokens=False)},
+            "finish_reason": "stop",
+        }],
+        "created": 1764290003, "model": "rank1", "system_fingerprint": "b7000-abc",
+        "object": "text_completion", "id": "chatcmpl-ls1",
+        "usage": {"completion_tokens": 8, "prompt_tokens": 40, "total_tokens": 48},
+        "timings": {"prompt_n": 40, "predicted_n": 8},
+    }
+
+
+def llama_server_sse() -> bytes:
+    """llama-server's streaming /v1/completions: one chunk per token, the stop-string
+    tokens' probabilities kept (their text is held back), then a final chunk and [DONE]."""
+    chunks = []
+    for entry in llama_server_entries(with_stop_tokens=True):
+        is_stop_part = entry["id"] in (THINK_END_ID, TRUE_ID)
+        chunks.append({
+            "choices": [{"text": "" if is_stop_part else entry["token"], "index": 0,
+                         "logprobs": {"content": [entry]}, "finish_reason": None}],
+            "created": 1764290004, "id": "chatcmpl-ls2", "model": "rank1",
+            "system_fingerprint": "b7000-abc", "object": "text_completion",
+        })
+    chunks.append({
+        "choices": [{"text": "", "index": 0, "logprobs": None, "finish_reason": "stop"}],
+        "created": 1764290004, "id": "chatcmpl-ls2", "model": "rank1",
+        "system_fingerprint": "b7000-abc", "object": "text_completion",
+        "usage": {"completion_tokens": 8, "prompt_tokens": 40, "total_tokens": 48},
+    })
+    body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+    return body.encode()
+
+
+def sse_response(body: bytes) -> httpx.Response:
+    return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+
+
+def chat_reply(
+    *,
+    content: str | None,
+    reasoning: str | None = None,
+    reasoning_key: str = "reasoning",
+    tokens: list[tuple[str, list[tuple[str, float]]]] | None = None,
+    finish: str = "stop",
+) -> dict[str, Any]:
+    """A chat completion (vLLM-style; ``reasoning`` or ``reasoning_content`` as asked)."""
+    message: dict[str, Any] = {"role": "assistant", "content": content, "tool_calls": []}
+    if reasoning is not None:
+        message[reasoning_key] = reasoning
+    logprobs = None
+    if tokens is not None:
+        logprobs = {"content": [
+            {"token": t, "logprob": top[0][1] if top else -0.1, "bytes": list(t.encode()),
+             "top_logprobs": [{"token": k, "logprob": v, "bytes": list(k.encode())}
+                              for k, v in top]}
+            for t, top in tokens
+        ]}
+    return {
+        "id": "chatcmpl-9a", "object": "chat.completion", "created": 1764290005,
+        "model": "jhu-clsp/rank1-7b",
+        "choices": [{"index": 0, "message": message, "logprobs": logprobs,
+                     "finish_reason": finish, "stop_reason": None}],
+        "usage": {"prompt_tokens": 70, "total_tokens": 90, "completion_tokens": 20},
+    }
+
+
+def body_of(request: httpx.Request) -> dict[str, Any]:
+    return json.loads(request.content)
