@@ -89,18 +89,20 @@ def _lines(tmp_path, docs):
         ("\n\n", "no documents"),
     ],
 )
-def test_bad_input_files_exit_non_zero_naming_file_and_line(tmp_path, content, message, server):
+def test_bad_input_files_exit_non_zero_naming_file_and_line(
+    tmp_path, content, message, server, capsys
+):
     path = tmp_path / "docs.jsonl"
     path.write_text(content)
-    result = run_cli(["rerank", "q", str(path), "--base-url", server.base_url])
-    assert result.returncode == 1
-    assert message in result.stderr
-    assert result.stdout == ""
+    assert main(["rerank", "q", str(path), "--base-url", server.base_url]) == 1
+    captured = capsys.readouterr()
+    assert message in captured.err
+    assert captured.out == ""
 
 
-def test_missing_file_and_empty_query(server):
-    result = run_cli(["rerank", "q", "/nonexistent/docs.txt", "--base-url", server.base_url])
-    assert result.returncode == 1 and "cannot read /nonexistent/docs.txt" in result.stderr
+def test_missing_file_and_empty_query(server, capsys):
+    assert main(["rerank", "q", "/nonexistent/docs.txt", "--base-url", server.base_url]) == 1
+    assert "cannot read /nonexistent/docs.txt" in capsys.readouterr().err
     result = run_cli(["rerank", "  ", "--base-url", server.base_url], stdin="doc\n")
     assert result.returncode == 1 and "query is empty" in result.stderr
 
