@@ -15,7 +15,13 @@ from typing import Any
 
 from ..errors import NoVerdictError
 from ..judgment import Judgment
-from ..protocol import THINK_START, VerdictSource, extract_reasoning, verdict_from_text
+from ..protocol import (
+    THINK_END,
+    THINK_START,
+    VerdictSource,
+    extract_reasoning,
+    verdict_from_text,
+)
 from .base import JudgeCall, Transport
 from .completions import TOP_LOGPROBS, _judgment
 from .logprobs import answer_at, find_answer_position, positions
@@ -53,7 +59,7 @@ class ChatTransport(Transport):
         text = message.get("content") or ""
         reasoning = message.get("reasoning") or message.get("reasoning_content")
         if reasoning is None:
-            reasoning = extract_reasoning(text) if "</think>" in text else ""
+            reasoning = extract_reasoning(text) if THINK_END in text else ""
         usage = response.get("usage") or {}
         fields = {
             "index": call.index,
@@ -61,13 +67,22 @@ class ChatTransport(Transport):
             "reasoning_tokens": usage.get("completion_tokens") or 0,
             "truncated": call.truncated,
         }
+        # The answer is what follows the reasoning. A chain still open (``<think>`` without
+        # ``</think>``, e.g. cut by the budget) has none, whatever words it holds: then no
+        # reasoning token (such as the word " true") may be read as the verdict.
+        if THINK_END in text:
+            answer_text = text.rsplit(THINK_END, 1)[1]
+        elif THINK_START in text:
+            answer_text = ""
+        else:
+            answer_text = text
+        verdict = verdict_from_text(answer_text)
         items = positions(choice.get("logprobs"))
-        if items:
+        if items and verdict is not None:
             position = find_answer_position(items)
             reading = answer_at(position) if position is not None else None
             if reading is not None:
                 return _judgment(reading, VerdictSource.ANSWER_LOGPROBS, **fields)
-        verdict = verdict_from_text(text)
         if verdict is None:
             raise NoVerdictError(
                 f"no true/false answer in the reply (finish_reason="
