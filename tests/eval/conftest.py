@@ -10,12 +10,19 @@ document sits beyond ``DEPTH`` in the first stage and must stay there.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from rank1_integrations.testing import FakeRank1Server
+import rank1_integrations
+from rank1_integrations.testing import FakeRank1Server, overlap_score
+
+SRC = str(Path(rank1_integrations.__file__).resolve().parents[1])
 
 DEPTH = 8
 
@@ -104,9 +111,29 @@ class Collection:
             *extra,
         ]  # fmt: skip
 
+    #: The reranking depth the tests use.
+    depth: int = DEPTH
+
     @property
     def pairs(self) -> int:
         return sum(min(DEPTH, len(docs)) for docs in self.first_stage.values())
+
+    def expected_ranking(self, depth: int = DEPTH) -> dict[str, list[str]]:
+        """The reranked order the fake server must produce, worked out independently:
+        top ``depth`` by the fake's P(true) on the prompt's passage (``"title text"``),
+        ties in first-stage order, then the rest in first-stage order."""
+        out: dict[str, list[str]] = {}
+        for qid, docs in self.first_stage.items():
+            head = docs[:depth]
+            ordered = sorted(
+                range(len(head)),
+                key=lambda i: (-overlap_score(QUERIES[qid], f"{head[i][1]} {head[i][2]}"), i),
+            )
+            out[qid] = [head[i][0] for i in ordered] + [d[0] for d in docs[depth:]]
+        return out
+
+    def grades(self, qid: str) -> dict[str, int]:
+        return {d: g for d, _, _, g in self.first_stage[qid] if g is not None}
 
 
 def write_collection(root: Path) -> Collection:
@@ -141,3 +168,41 @@ def collection(tmp_path: Path) -> Collection:
 def fake_server():
     with FakeRank1Server() as server:
         yield server
+
+
+def cli_command(*args: str) -> list[str]:
+    """``rank1 ...`` as a fresh Python process (the package need not be installed)."""
+    code = "import sys; from rank1_integrations.cli import main; sys.exit(main())"
+    return [sys.executable, "-c", code, *args]
+
+
+def cli_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+@pytest.fixture
+def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``rank1`` in a subprocess and wait for it."""
+
+    def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            cli_command(*args), env=cli_env(), capture_output=True, text=True, timeout=timeout
+        )
+
+    return run
+
+
+@pytest.fixture
+def spawn_cli() -> Callable[..., subprocess.Popen[str]]:
+    """Start ``rank1`` in a subprocess without waiting (to kill it, or run two at once)."""
+
+    def spawn(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            cli_command(*args),
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    return spawn

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
 
-import rank1_integrations
 from rank1_integrations.cache import JudgmentCache
 from rank1_integrations.judgment import Judgment
 from rank1_integrations.protocol import VerdictSource
 from rank1_integrations.store import JudgmentStore, StoreError
-
-SRC = str(Path(rank1_integrations.__file__).resolve().parents[1])
 
 
 def _judgment(i: int) -> Judgment:
@@ -33,14 +30,6 @@ def _judgment(i: int) -> Judgment:
         reasoning_tokens=10 * i,
         truncated=i % 7 == 0,
     )
-
-
-def _python(code: str) -> list[str]:
-    return [sys.executable, "-c", code]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
 def test_roundtrip_keeps_every_field(tmp_path: Path) -> None:
@@ -128,70 +117,71 @@ def test_threads_share_one_store(tmp_path: Path) -> None:
     store.close()
 
 
-_WRITER = """
-import sys
-from rank1_integrations.judgment import Judgment
-from rank1_integrations.store import JudgmentStore
-store = JudgmentStore(sys.argv[1], timeout=30)
-tag, n = sys.argv[2], int(sys.argv[3])
-for i in range(n):
-    j = Judgment(relevant=True, score=0.75, reasoning=tag * 50, source="answer_logprobs")
-    store.put(f"{tag}-{i}", j)
-    store.put(f"shared-{i}", j)
-    assert store.get(f"shared-{i}") is not None
-print("ok", flush=True)
-"""
+def _writer(path: str, tag: str, n: int) -> None:
+    """Run in a forked process: own keys plus keys every writer shares."""
+    store = JudgmentStore(path, timeout=30)
+    for i in range(n):
+        j = Judgment(relevant=True, score=0.75, reasoning=tag * 50, source="answer_logprobs")
+        store.put(f"{tag}-{i}", j)
+        store.put(f"shared-{i}", j)
+        assert store.get(f"shared-{i}") is not None
 
 
 def test_several_processes_write_one_store(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
-    procs = [
-        subprocess.Popen(
-            [*_python(_WRITER), str(path), tag, "80"],
-            env=_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for tag in ("a", "b", "c")
-    ]
+    ctx = multiprocessing.get_context("fork")  # no re-import: the test stays fast
+    procs = [ctx.Process(target=_writer, args=(str(path), tag, 60)) for tag in "abcd"]
     for p in procs:
-        out, err = p.communicate(timeout=60)
-        assert p.returncode == 0, err
-        assert out.strip() == "ok"
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
     with JudgmentStore(path) as store:
-        assert len(store) == 3 * 80 + 80  # own keys + the shared ones, once each
+        assert len(store) == 4 * 60 + 60  # own keys + the shared ones, once each
 
 
-_SLOW_WRITER = """
-import sys, time
-from rank1_integrations.judgment import Judgment
-from rank1_integrations.store import JudgmentStore
-store = JudgmentStore(sys.argv[1])
-for i in range(10_000):
-    store.put(f"k{i}", Judgment(relevant=False, score=0.2, source="answer_logprobs"))
-    print(i, flush=True)  # printed only after the put returned
-    time.sleep(0.002)
-"""
+def test_a_forked_child_opens_its_own_connection(tmp_path: Path) -> None:
+    store = JudgmentStore(tmp_path / "s.sqlite")
+    store.put("parent", _judgment(1))
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=lambda: store.put("child", _judgment(2)))
+    child.start()
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    assert store.get("child") == _judgment(2) and store.get("parent") == _judgment(1)
+    store.close()
+
+
+def _slow_writer(path: str, conn: Connection) -> None:
+    store = JudgmentStore(path)
+    for i in range(10_000):
+        store.put(f"k{i}", Judgment(relevant=False, score=0.2, source="answer_logprobs"))
+        conn.send(i)  # sent only after the put returned
+        time.sleep(0.002)
 
 
 def test_sigkill_loses_no_committed_judgment(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
-    proc = subprocess.Popen(
-        [*_python(_SLOW_WRITER), str(path)], env=_env(), stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
+    ctx = multiprocessing.get_context("fork")
+    receiver, sender = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_slow_writer, args=(str(path), sender))
+    proc.start()
     last = -1
     deadline = time.monotonic() + 30
     while last < 40 and time.monotonic() < deadline:
-        last = int(proc.stdout.readline())
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
+        if receiver.poll(0.1):
+            last = receiver.recv()
+    assert proc.pid is not None
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(timeout=10)
+    assert proc.exitcode == -signal.SIGKILL
+    while receiver.poll(0):  # puts acknowledged before the kill
+        last = receiver.recv()
     assert last >= 40
     with JudgmentStore(path) as store:
         for i in range(last + 1):
             assert f"k{i}" in store, f"committed judgment k{i} lost"
-        assert len(store) in (last + 1, last + 2)  # at most the one put after the last print
+        assert len(store) in (last + 1, last + 2)  # at most one put not yet acknowledged

@@ -269,19 +269,28 @@ def rerank_run(
     ``max_failures`` the run stops starting new judgments once that many failed and the
     result is marked ``aborted``. ``progress`` draws a tqdm bar on stderr.
     """
-    return asyncio.run(
-        arerank_run(
-            client,
-            queries,
-            corpus,
-            run,
-            depth=depth,
-            concurrency=concurrency,
-            max_failures=max_failures,
-            progress=progress,
-            on_judgment=on_judgment,
-        )
-    )
+
+    async def main() -> RerankResult:
+        try:
+            return await arerank_run(
+                client,
+                queries,
+                corpus,
+                run,
+                depth=depth,
+                concurrency=concurrency,
+                max_failures=max_failures,
+                progress=progress,
+                on_judgment=on_judgment,
+            )
+        finally:
+            # The client opened HTTP connections bound to this event loop, which ends here:
+            # close them (the client stays usable on other loops).
+            aclose = getattr(client, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    return asyncio.run(main())
 
 
 def _progress_bar(total: int, enabled: bool):  # type: ignore[no-untyped-def]
