@@ -109,17 +109,21 @@ def write_qwen2_gguf(
     name: str,
     description: str,
     dtype: str = "f32",
+    embedding_dtype: str | None = None,
     extra_metadata: dict[str, str] | None = None,
 ) -> Path:
     """Write the model to ``path`` and return it.
 
-    ``dtype`` (``"f32"`` or ``"f16"``) applies to the 2-D matrices; norms and biases are
-    always f32 (as llama.cpp's converter does). ``extra_metadata`` adds string keys.
+    ``dtype`` (``"f32"`` or ``"f16"``) applies to the 2-D matrices, ``embedding_dtype``
+    (default: ``dtype``) to ``token_embd`` and ``output``; norms and biases are always f32
+    (as llama.cpp's converter does). ``extra_metadata`` adds string keys.
     """
     import gguf
 
-    if dtype not in ("f32", "f16"):
-        raise ValueError(f"dtype must be 'f32' or 'f16', got {dtype!r}")
+    embedding_dtype = dtype if embedding_dtype is None else embedding_dtype
+    for given in (dtype, embedding_dtype):
+        if given not in ("f32", "f16"):
+            raise ValueError(f"dtype must be 'f32' or 'f16', got {given!r}")
     if vocab.size != config.n_vocab:
         raise ValueError(f"vocabulary has {vocab.size} tokens, config says {config.n_vocab}")
     if len(weights.layers) != config.n_layer:
@@ -155,15 +159,17 @@ def write_qwen2_gguf(
     writer.add_add_bos_token(False)
 
     mat = np.float16 if dtype == "f16" else np.float32
+    emb = np.float16 if embedding_dtype == "f16" else np.float32
 
-    def add(name_: str, arr: np.ndarray, shape: tuple[int, ...], matrix: bool) -> None:
+    def add(name_: str, arr: np.ndarray, shape: tuple[int, ...], matrix: bool, t=None) -> None:
         _check(name_, arr, shape)
-        writer.add_tensor(name_, np.ascontiguousarray(arr, dtype=mat if matrix else np.float32))
+        kind = t if t is not None else (mat if matrix else np.float32)
+        writer.add_tensor(name_, np.ascontiguousarray(arr, dtype=kind))
 
-    add("token_embd.weight", weights.token_embd, (V, E), True)
+    add("token_embd.weight", weights.token_embd, (V, E), True, emb)
     add("output_norm.weight", weights.output_norm, (E,), False)
     if weights.output is not None:
-        add("output.weight", weights.output, (V, E), True)
+        add("output.weight", weights.output, (V, E), True, emb)
     for i, layer in enumerate(weights.layers):
         p = f"blk.{i}."
         add(p + "attn_norm.weight", layer.attn_norm, (E,), False)
