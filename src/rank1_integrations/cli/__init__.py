@@ -23,13 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"{__name__}.{name}_cmd")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}_cmd":
-                raise
-            continue  # subcommand not shipped in this build
-        module.add_parser(subparsers)
+        importlib.import_module(f"{__name__}.{name}_cmd").add_parser(subparsers)
     return parser
 
 
