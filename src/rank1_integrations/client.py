@@ -165,7 +165,8 @@ class Rank1Client:
         )
         self._background: _BackgroundLoop | None = None
         self._lock = threading.Lock()
-        self.transport: Transport = self._make_transport(Sdk(self._sdk_client))
+        self._sdk = Sdk(self._sdk_client, max_threads=concurrency)
+        self.transport: Transport = self._make_transport(self._sdk)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -394,6 +395,7 @@ class Rank1Client:
         if background is not None:
             background.run(self.aclose())
             background.stop()
+        self._sdk.close()
 
     def __enter__(self) -> Rank1Client:
         return self

@@ -8,14 +8,19 @@ included (``reasoning``, llama.cpp's logprobs shape, ...).
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
+import threading
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import openai
 
 __all__ = ["Sdk"]
 
 AnyOpenAI = openai.AsyncOpenAI | openai.OpenAI
+T = TypeVar("T")
 
 
 def _dump(obj: Any) -> dict[str, Any]:
@@ -23,10 +28,40 @@ def _dump(obj: Any) -> dict[str, Any]:
 
 
 class Sdk:
-    """``get_client`` returns the SDK client to use now (one per event loop)."""
+    """``get_client`` returns the SDK client to use now (one per event loop).
 
-    def __init__(self, get_client: Callable[[], AnyOpenAI]) -> None:
+    Calls of a sync client run in a pool of ``max_threads`` worker threads (the client's
+    ``concurrency``): asyncio's default pool has only ``min(32, cpus + 4)`` threads, which
+    would cap the requests in flight below the configured concurrency on small machines.
+    """
+
+    def __init__(
+        self, get_client: Callable[[], AnyOpenAI], *, max_threads: int | None = None
+    ) -> None:
         self._get_client = get_client
+        self._max_threads = max_threads
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    async def _in_thread(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run a blocking SDK call in the worker pool."""
+        if self._max_threads is None:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    self._max_threads, thread_name_prefix="rank1-sdk"
+                )
+            executor = self._executor
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(executor, call)
+
+    def close(self) -> None:
+        """Let the worker threads go (they finish what they are doing first)."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)
 
     def _resource(self, endpoint: str) -> tuple[Any, bool]:
         client = self._get_client()
@@ -54,11 +89,11 @@ class Sdk:
         def collect() -> list[dict[str, Any]]:
             return [_dump(chunk) for chunk in resource.create(stream=True, **params)]
 
-        return await asyncio.to_thread(collect)
+        return await self._in_thread(collect)
 
     async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """``POST`` any JSON path under the base URL (e.g. ``/rerank``)."""
         client = self._get_client()
         if isinstance(client, openai.AsyncOpenAI):
             return await client.post(path, body=body, cast_to=object)
-        return await asyncio.to_thread(client.post, path, body=body, cast_to=object)
+        return await self._in_thread(client.post, path, body=body, cast_to=object)
