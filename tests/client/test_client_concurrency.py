@@ -1,0 +1,130 @@
+"""Concurrency is real and bounded: in-flight requests counted inside the mocked server."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+import respx
+
+from rank1_integrations import Rank1Client
+from rank1_payloads import BASE_URL, body_of, vllm_completion
+
+URL = f"{BASE_URL}/completions"
+
+
+class InFlight:
+    """Counts requests being served at once (async and threaded side effects)."""
+
+    def __init__(self, delay: float = 0.03) -> None:
+        self.delay = delay
+        self.now = 0
+        self.peak = 0
+        self.total = 0
+        self.lock = threading.Lock()
+
+    def _enter(self) -> None:
+        with self.lock:
+            self.now += 1
+            self.total += 1
+            self.peak = max(self.peak, self.now)
+
+    def _leave(self) -> None:
+        with self.lock:
+            self.now -= 1
+
+    async def async_answer(self, request: httpx.Request) -> httpx.Response:
+        self._enter()
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self._leave()
+        return httpx.Response(200, json=vllm_completion())
+
+    def sync_answer(self, request: httpx.Request) -> httpx.Response:
+        self._enter()
+        try:
+            time.sleep(self.delay)
+        finally:
+            self._leave()
+        return httpx.Response(200, json=vllm_completion())
+
+
+PASSAGES = [f"passage {i}" for i in range(24)]
+
+
+@pytest.mark.parametrize("concurrency", [1, 4, 8])
+@respx.mock
+async def test_async_rerank_is_bounded_by_concurrency(
+    respx_mock: respx.MockRouter, concurrency: int
+) -> None:
+    server = InFlight()
+    respx_mock.post(URL).mock(side_effect=server.async_answer)
+    client = Rank1Client(BASE_URL, concurrency=concurrency, cache=None,
+                         client=httpx.AsyncClient())
+    judgments = await client.arerank("q", PASSAGES)
+    assert len(judgments) == len(PASSAGES) == server.total
+    assert server.peak == concurrency
+
+
+@respx.mock
+async def test_concurrent_arerank_calls_share_the_bound(respx_mock: respx.MockRouter) -> None:
+    server = InFlight()
+    respx_mock.post(URL).mock(side_effect=server.async_answer)
+    client = Rank1Client(BASE_URL, concurrency=3, cache=None, client=httpx.AsyncClient())
+    await asyncio.gather(*(client.arerank(f"q{i}", PASSAGES[:6]) for i in range(3)))
+    assert server.total == 18
+    assert server.peak == 3
+
+
+@respx.mock
+def test_sync_rerank_is_concurrent(respx_mock: respx.MockRouter) -> None:
+    server = InFlight()
+    respx_mock.post(URL).mock(side_effect=server.async_answer)
+    with Rank1Client(BASE_URL, concurrency=6, cache=None, client=httpx.AsyncClient()) as client:
+        judgments = client.rerank("q", PASSAGES[:12])
+    assert [j.index for j in judgments] == list(range(12))
+    assert server.peak == 6
+
+
+@pytest.mark.parametrize("concurrency", [4, 12])
+@respx.mock
+def test_injected_sync_openai_client_is_concurrent_up_to_the_bound(
+    respx_mock: respx.MockRouter, concurrency: int
+) -> None:
+    """An injected synchronous openai.OpenAI runs in worker threads: still concurrent, and
+    up to ``concurrency`` (not capped by asyncio's default pool of min(32, cpus + 4))."""
+    server = InFlight()
+    respx_mock.post(URL).mock(side_effect=server.sync_answer)
+    sdk = openai.OpenAI(base_url=BASE_URL, api_key="x", max_retries=0,
+                        http_client=httpx.Client())
+    with Rank1Client(concurrency=concurrency, cache=None, client=sdk) as client:
+        judgments = client.rerank("q", PASSAGES)
+    assert len(judgments) == len(PASSAGES)
+    assert server.peak == concurrency
+
+
+@respx.mock
+async def test_results_keep_input_order_when_replies_come_back_shuffled(
+    respx_mock: respx.MockRouter,
+) -> None:
+    async def answer(request: httpx.Request) -> httpx.Response:
+        prompt = body_of(request)["prompt"]
+        n = int(prompt.split("\nPassage: passage ")[1].split("\n")[0])
+        await asyncio.sleep(0.002 * ((n * 7) % 11))  # later passages often finish first
+        top = {" true": -0.1 * (n + 1), " false": -1.0, "\n": -9.0}
+        return httpx.Response(200, json=vllm_completion(answer_top=top))
+
+    respx_mock.post(URL).mock(side_effect=answer)
+    client = Rank1Client(BASE_URL, concurrency=8, cache=None, client=httpx.AsyncClient())
+    seen: list[int] = []
+    judgments = await client.arerank("q", PASSAGES, on_judgment=lambda j: seen.append(j.index))
+    assert [j.index for j in judgments] == list(range(len(PASSAGES)))
+    scores = [j.score for j in judgments]
+    assert scores == sorted(scores, reverse=True)  # passage n's score falls with n
+    assert sorted(seen) == list(range(len(PASSAGES)))
+    assert seen != list(range(len(PASSAGES)))  # completion order did differ

@@ -1,0 +1,144 @@
+"""What the client sends, and how it retries (respx-mocked HTTP)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import openai
+import pytest
+import respx
+
+from rank1_integrations import JudgmentError, Rank1Client
+from rank1_payloads import BASE_URL, body_of, prompt_for, vllm_completion
+
+URL = f"{BASE_URL}/completions"
+OK = httpx.Response(200, json=vllm_completion())
+
+
+def make_client(**kwargs) -> Rank1Client:
+    kwargs.setdefault("cache", None)
+    kwargs.setdefault("retry_backoff", 0.01)
+    kwargs.setdefault("client", httpx.AsyncClient())
+    return Rank1Client(BASE_URL, api_key="sk-test", model="jhu-clsp/rank1-7b", **kwargs)
+
+
+@respx.mock
+async def test_completions_body(respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.post(URL).mock(return_value=OK)
+    await make_client(max_reasoning_tokens=777).ajudge("q {x} 100%", "p\n</think> true")
+    request = route.calls[0].request
+    body = body_of(request)
+    assert body["prompt"] == prompt_for("q {x} 100%", "p\n</think> true")  # raw, no template
+    assert body["model"] == "jhu-clsp/rank1-7b"
+    assert body["temperature"] == 0
+    assert body["logprobs"] == 20
+    assert body["max_tokens"] == 777
+    assert body["stop"] == ["</think> true", "</think> false"]
+    assert body["skip_special_tokens"] is False
+    assert "messages" not in body and not body.get("stream")
+    assert request.headers["authorization"] == "Bearer sk-test"
+
+
+@respx.mock
+async def test_sdk_retries_are_off(respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.post(URL).mock(return_value=httpx.Response(503, json={"error": "down"}))
+    with pytest.raises(JudgmentError):
+        await make_client(max_retries=0).ajudge("q", "p")
+    assert route.call_count == 1  # the SDK did not retry on its own
+
+
+@respx.mock
+async def test_429_with_retry_after_seconds(respx_mock: respx.MockRouter) -> None:
+    times: list[float] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        times.append(time.monotonic())
+        if len(times) == 1:
+            return httpx.Response(429, headers={"Retry-After": "0.3"},
+                                  json={"error": {"message": "slow down"}})
+        return OK
+
+    respx_mock.post(URL).mock(side_effect=answer)
+    judgment = await make_client().ajudge("q", "p")
+    assert judgment.ok and len(times) == 2
+    # the backoff alone would wait ~0.01-0.03 s: the server's 0.3 s was honoured
+    assert times[1] - times[0] >= 0.29
+
+
+@respx.mock
+async def test_429_with_retry_after_ms(respx_mock: respx.MockRouter) -> None:
+    times: list[float] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        times.append(time.monotonic())
+        if len(times) == 1:
+            return httpx.Response(429, headers={"retry-after-ms": "250"}, json={})
+        return OK
+
+    respx_mock.post(URL).mock(side_effect=answer)
+    assert (await make_client().ajudge("q", "p")).ok
+    assert times[1] - times[0] >= 0.24
+
+
+@respx.mock
+async def test_500_then_success(respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.post(URL).mock(side_effect=[
+        httpx.Response(500, json={"error": "boom"}), httpx.Response(502), OK])
+    judgment = await make_client().ajudge("q", "p")
+    assert judgment.ok and route.call_count == 3
+
+
+@respx.mock
+async def test_timeout_then_success(respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.post(URL).mock(side_effect=[httpx.ReadTimeout("slow"), OK])
+    judgment = await make_client().ajudge("q", "p")
+    assert judgment.ok and route.call_count == 2
+
+
+@respx.mock
+async def test_connection_error_then_success(respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.post(URL).mock(side_effect=[httpx.ConnectError("refused"), OK])
+    assert (await make_client().ajudge("q", "p")).ok
+    assert route.call_count == 2
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 422])
+@respx.mock
+async def test_client_errors_are_not_retried(respx_mock: respx.MockRouter, status: int) -> None:
+    route = respx_mock.post(URL).mock(
+        return_value=httpx.Response(status, json={"error": {"message": "bad"}}))
+    with pytest.raises(JudgmentError) as info:
+        await make_client(max_retries=3).ajudge("q", "p")
+    assert route.call_count == 1
+    assert isinstance(info.value.__cause__, openai.APIStatusError)
+    assert info.value.__cause__.status_code == status
+
+
+@respx.mock
+async def test_last_try_names_the_failing_passage(respx_mock: respx.MockRouter) -> None:
+    calls: dict[str, int] = {}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        passage = body_of(request)["prompt"].split("\nPassage: ")[1].split("\n")[0]
+        calls[passage] = calls.get(passage, 0) + 1
+        if passage == "doc-2":
+            return httpx.Response(500, json={"error": "internal"})
+        return OK
+
+    respx_mock.post(URL).mock(side_effect=answer)
+    client = make_client(max_retries=2)
+    with pytest.raises(JudgmentError) as info:
+        await client.arerank("q", ["doc-0", "doc-1", "doc-2", "doc-3"])
+    assert info.value.index == 2
+    assert "passage 2" in str(info.value)
+    assert isinstance(info.value.__cause__, openai.InternalServerError)
+    assert calls["doc-2"] == 3  # the first try and max_retries=2 more
+
+
+@respx.mock
+def test_sync_judge_retries_too(respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.post(URL).mock(side_effect=[httpx.Response(500), OK])
+    with make_client() as client:
+        assert client.judge("q", "p").ok
+    assert route.call_count == 2
