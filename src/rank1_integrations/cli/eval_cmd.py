@@ -44,7 +44,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "committed to --store as they complete, so a rerun resumes where a killed run "
             "stopped."
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
             "Order of the reranked run: judged documents by rank1 score (ties keep their "
             "first-stage order), then documents whose judgment failed (first-stage order), "
@@ -68,12 +67,28 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
 
     rr = p.add_argument_group("reranking")
-    rr.add_argument("--depth", type=_positive_int, default=100, help="documents reranked per query")
+    rr.add_argument(
+        "--depth",
+        type=_positive_int,
+        default=100,
+        metavar="N",
+        help="documents reranked per query (default 100)",
+    )
     rr.add_argument(
         "--instruction",
         metavar="TEXT|@FILE",
         help="instruction or template ({query} / FILL_QUERY_HERE) for every query; "
         "@FILE reads it from a file (one trailing newline dropped)",
+    )
+    rr.add_argument(
+        "--ndcg-k", type=_positive_int, default=10, metavar="K", help="cutoff of nDCG (10)"
+    )
+    rr.add_argument(
+        "--recall-k",
+        type=_positive_int,
+        default=100,
+        metavar="K",
+        help="cutoff of Recall (100; note that reranking the top K cannot change Recall@K)",
     )
     rr.add_argument(
         "--max-queries", type=_positive_int, metavar="N", help="only the first N queries of the run"
@@ -87,7 +102,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
 
     out = p.add_argument_group("output")
-    out.add_argument("--store", metavar="FILE", default=DEFAULT_STORE, help="SQLite judgment store")
+    out.add_argument(
+        "--store",
+        metavar="FILE",
+        default=DEFAULT_STORE,
+        help=f"SQLite judgment store, shared safely by concurrent runs (default {DEFAULT_STORE})",
+    )
     out.add_argument("--no-store", action="store_true", help="keep judgments in memory only")
     out.add_argument("--out", metavar="FILE", help="write the reranked run (TREC) here")
     out.add_argument(
@@ -103,11 +123,23 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     ep.add_argument(
         "--mode", choices=("completions", "chat", "rerank"), default="completions", help="API shape"
     )
-    ep.add_argument("--max-reasoning-tokens", type=_positive_int, default=2048, metavar="N")
     ep.add_argument(
-        "--concurrency", type=_positive_int, default=8, metavar="N", help="judgments in flight"
+        "--max-reasoning-tokens",
+        type=_positive_int,
+        default=2048,
+        metavar="N",
+        help="reasoning budget per judgment (default 2048)",
     )
-    ep.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
+    ep.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=8,
+        metavar="N",
+        help="judgments in flight (default 8)",
+    )
+    ep.add_argument(
+        "--timeout", type=float, default=600.0, metavar="S", help="seconds per request (600)"
+    )
     ep.add_argument(
         "--max-retries",
         type=int,
@@ -162,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from ..evaluation.io import write_trec_run
-    from ..evaluation.metrics import evaluate
+    from ..evaluation.metrics import default_metrics, evaluate
     from ..evaluation.report import build_report, render_text
     from ..evaluation.runner import CountingCache, rerank_run
 
@@ -212,8 +244,9 @@ def _run(args: argparse.Namespace) -> int:
             backing.close()
 
     reranked_scores = result.run_scores()
-    first_eval = evaluate(qrels, first_stage)
-    reranked_eval = evaluate(qrels, reranked_scores)
+    metrics = default_metrics(ndcg_k=args.ndcg_k, recall_k=args.recall_k)
+    first_eval = evaluate(qrels, first_stage, metrics)
+    reranked_eval = evaluate(qrels, reranked_scores, metrics)
     run_out = None
     if args.out and not result.aborted:
         write_trec_run(

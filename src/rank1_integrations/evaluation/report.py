@@ -137,8 +137,9 @@ def render_text(report: dict[str, Any]) -> str:
             f"{row['judged']:>6}  {row['failed']:>6}"
         )
     if report["unjudged_queries"]:
+        n = len(report["unjudged_queries"])
         lines.append(
-            f"({len(report['unjudged_queries'])} queries have no relevance judgments and are "
+            f"({n} {'query has' if n == 1 else 'queries have'} no relevance judgments: "
             "not evaluated)"
         )
     lines.append("")
@@ -155,7 +156,9 @@ def render_text(report: dict[str, Any]) -> str:
             f"reasoning tokens: {tok['total']} total, {tok['mean']:.1f} mean, {tok['max']} max"
         )
     if report["judgments_per_s"] is not None:
-        lines.append(f"throughput: {report['judgments_per_s']:.2f} documents/s")
+        lines.append(
+            f"throughput: {report['judgments_per_s']:.2f} documents/s (store reads included)"
+        )
     if report["failures"]:
         lines.append("")
         lines.append(
