@@ -49,6 +49,7 @@ Usage::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -165,7 +166,7 @@ def _content_keys() -> dict[int, str]:
     vocab = demo_vocabulary()
     known = set(common_words()) | set(_demo_words()[0])
     keys: dict[int, str] = {}
-    for i, tok in enumerate(vocab.tokens):
+    for i in range(vocab.size):
         if vocab.token_types[i] == TOKEN_CONTROL:
             continue
         text = vocab.token_text(i)
@@ -311,9 +312,15 @@ def _chain() -> tuple[list[str], dict[str, str]]:
     return order, nxt
 
 
-def _unit_vectors(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
-    v = rng.standard_normal((n, dim))
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
+def _word_vector(word: str, dim: int) -> np.ndarray:
+    """A pseudo-random unit sign vector for ``word``, from SHA-256 (stable everywhere)."""
+    bits = b""
+    counter = 0
+    while len(bits) * 8 < dim:
+        bits += hashlib.sha256(f"rank1-demo:{word}:{counter}".encode()).digest()
+        counter += 1
+    signs = np.unpackbits(np.frombuffer(bits, dtype=np.uint8))[:dim].astype(np.float64)
+    return (2.0 * signs - 1.0) / math.sqrt(dim)
 
 
 def _demo_weights(vocab: Vocabulary, lay: _Layout) -> tuple[Qwen2Weights, Qwen2Config]:
@@ -330,9 +337,7 @@ def _demo_weights(vocab: Vocabulary, lay: _Layout) -> tuple[Qwen2Weights, Qwen2C
 
     # ---- embeddings
     keys = _content_keys()
-    words = sorted(set(keys.values()))
-    vectors = _unit_vectors(len(words), lay.n_content, np.random.default_rng(20250101))
-    word_vec = dict(zip(words, vectors, strict=True))
+    word_vec = {w: _word_vector(w, lay.n_content) for w in sorted(set(keys.values()))}
     emb = np.zeros((V, E), np.float64)
     emb[:, lay.bias] = _B
     for tok, word in keys.items():
