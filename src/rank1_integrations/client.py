@@ -156,9 +156,10 @@ class Rank1Client:
         self.max_passage_chars = max_passage_chars
         self.answer_token_ids = answer_token_ids
         self.retry_backoff = retry_backoff
-        self.cache: JudgmentCache | None = (
-            MemoryCache() if cache is True else (cache or None)
-        )
+        if cache is True:
+            cache = MemoryCache()
+        # not ``cache or None``: an empty MemoryCache has len() 0, so it is falsy
+        self.cache: JudgmentCache | None = None if cache is None or cache is False else cache
         self._injected = client
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
