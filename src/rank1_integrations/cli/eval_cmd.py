@@ -299,10 +299,15 @@ def _load_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
 
 
 def _write_judgments(path: str, result: Any) -> None:
-    """One JSON line per judged (query, document): rank, score, verdict, reasoning, error."""
+    """One JSON line per judged (query, document): rank, score, verdict, reasoning, error.
+
+    Written to a temporary name and renamed, like the run file."""
+    import os
+
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "w", encoding="utf-8") as fh:
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
         for qid, order in result.rankings.items():
             judged = result.judgments[qid]
             for rank, docid in enumerate(order, start=1):
@@ -312,3 +317,4 @@ def _write_judgments(path: str, result: Any) -> None:
                 row = {"qid": qid, "docid": docid, "rank": rank}
                 row.update(j.model_dump(mode="json", exclude={"index"}))
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, target)
