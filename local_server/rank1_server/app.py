@@ -23,10 +23,9 @@ import ctypes
 import hmac
 import logging
 import os
-import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -72,11 +71,9 @@ class ServerConfig:
     max_queue: int = 512
     #: Reasoning budget of /v1/rerank when the request gives none.
     max_reasoning_tokens: int = 2048
-    kv_unified: bool = True
+    kv_unified: bool = False
     flash_attn: bool = False
     max_body_bytes: int = 32 * 1024 * 1024
-    #: Stop the process when the model fails to load (the CLI sets it).
-    exit_on_load_error: bool = False
 
     def served_name(self) -> str:
         if self.model_name:
@@ -134,6 +131,8 @@ class ServerState:
         self.think_start_special = False
         self.metrics = Metrics(lambda: self.engine)
         self.started = int(time.time())
+        #: Called when the model fails to load (the CLI stops the server with it).
+        self.on_load_error: Callable[[], None] | None = None
 
     def load(self) -> None:
         """Load the model and start the engine (blocking: run it in a thread)."""
@@ -255,8 +254,8 @@ def create_app(config: ServerConfig) -> FastAPI:
             except Exception as exc:  # noqa: BLE001 - reported by /health and the CLI
                 state.load_error = f"{type(exc).__name__}: {exc}"
                 log.error("could not load %s: %s", config.model_path, state.load_error)
-                if config.exit_on_load_error:
-                    os.kill(os.getpid(), signal.SIGTERM)
+                if state.on_load_error is not None:
+                    state.on_load_error()
 
         loader = asyncio.create_task(load())
         try:

@@ -173,12 +173,14 @@ class LlamaModel:
 
 
 class LlamaContext:
-    """One llama.cpp context with ``n_seq`` sequence slots.
+    """One llama.cpp context with ``n_seq`` sequence slots of ``n_ctx_per_seq`` tokens.
 
-    ``kv_unified=True`` (default) shares one KV buffer among all sequences, so copying a
-    decoded prefix from one sequence to another only edits cell metadata (no data copy).
-    Each sequence's budget (``n_ctx_per_seq``) is enforced by the engine, and the buffer
-    holds ``n_seq * n_ctx_per_seq`` cells, so it can never overflow.
+    ``kv_unified=False`` (default) gives each sequence its own KV buffer: a token attends
+    only to its own sequence's cells, so batching N sequences costs little more than one.
+    Copying a prefix between sequences then copies a whole buffer (cheap next to decoding
+    the prefix again). ``kv_unified=True`` shares one buffer: copies only edit metadata,
+    but every token's attention spans the cells of all sequences (cached ones included),
+    which measured slower on CPU. Each sequence's budget is enforced by the engine.
     """
 
     def __init__(
@@ -189,13 +191,14 @@ class LlamaContext:
         n_ctx_per_seq: int,
         n_batch: int = 512,
         n_threads: int | None = None,
-        kv_unified: bool = True,
+        kv_unified: bool = False,
         flash_attn: bool = False,
     ) -> None:
         lib = model._lib
         self._lib = lib
         self.model = model
         params = lib.llama_context_default_params()
+        # llama.cpp rounds each sequence's share up to a multiple of 256.
         params.n_ctx = n_ctx_per_seq * n_seq
         params.n_batch = n_batch
         params.n_ubatch = n_batch

@@ -51,9 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="requests that may wait for a slot before 429 (default 512)")
     p.add_argument("--max-reasoning-tokens", type=int, default=2048,
                    help="reasoning budget of /v1/rerank when a request sets none (default 2048)")
-    p.add_argument("--no-kv-unified", dest="kv_unified", action="store_false",
-                   help="one KV buffer per slot instead of a shared one (prefix copies then "
-                   "copy whole buffers)")
+    p.add_argument("--kv-unified", action="store_true",
+                   help="one KV buffer shared by all slots instead of one per slot (prefix "
+                   "copies are free, but attention spans every slot's cells)")
     p.add_argument("--flash-attn", action="store_true",
                    help="enable flash attention (faster on GPU; batched and sequential "
                    "results may then differ in the last digits)")
@@ -89,11 +89,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         n_gpu_layers=args.n_gpu_layers, threads=args.threads, batch_size=args.batch_size,
         api_key=args.api_key, max_queue=args.max_queue,
         max_reasoning_tokens=args.max_reasoning_tokens, kv_unified=args.kv_unified,
-        flash_attn=args.flash_attn, exit_on_load_error=True,
+        flash_attn=args.flash_attn,
     )
     app = create_app(config)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
-    return 1 if app.state.rank1.load_error else 0
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
+                                           log_level=args.log_level))
+    state = app.state.rank1
+    state.on_load_error = lambda: setattr(server, "should_exit", True)
+    server.run()
+    return 1 if state.load_error else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -151,6 +151,7 @@ class _Request:
         self.params = params
         self.future: concurrent.futures.Future[Generation] = concurrent.futures.Future()
         self.cancelled = False
+        self.finished = False
         self.gen: list[int] = []
         self.text = ""
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
@@ -190,8 +191,10 @@ class Engine:
         *,
         max_queue: int = 512,
         min_shared_prefix: int = 8,
+        prefix_cache: bool = True,
     ) -> None:
         self.model = model
+        self.prefix_cache = prefix_cache
         self.ctx = ctx
         self.max_queue = max_queue
         self.min_shared_prefix = min_shared_prefix
@@ -284,7 +287,7 @@ class Engine:
     def cancel(self, future: concurrent.futures.Future[Generation]) -> None:
         """Abandon a request: it leaves the queue, or frees its slot at the next step."""
         req: _Request | None = getattr(future, "_rank1_req", None)
-        if req is None or future.done():
+        if req is None or req.finished:
             return
         with self._cv:
             req.cancelled = True
@@ -344,6 +347,7 @@ class Engine:
         return out
 
     def _finish_cancelled(self, req: _Request) -> None:
+        req.finished = True
         self.stats.requests_cancelled += 1
         if not req.future.done():
             req.future.cancel()
@@ -376,6 +380,8 @@ class Engine:
         """Put ``req`` into a free slot, reusing the longest cached prefix available."""
         prompt = req.prompt
         limit = len(prompt) - 1  # always decode at least one prompt token (for its logits)
+        if not self.prefix_cache:
+            limit = 0
         idle = [s for s in self._slots if s.req is None]
         scored = [(s, _lcp(s.tokens, prompt, limit)) for s in idle]
         # A running slot that holds (or is about to hold) a longer prefix can share it.
@@ -474,8 +480,10 @@ class Engine:
         for s in self._slots:
             if s.state in (_State.DECODE, _State.PREFILL) and s.req is not None:
                 req = s.req
+                req.finished = True
                 self.stats.requests_failed += 1
-                req.future.set_exception(RuntimeError(f"llama_decode failed (status {rc})"))
+                if not req.future.done():
+                    req.future.set_exception(RuntimeError(f"llama_decode failed (status {rc})"))
                 self.ctx.seq_rm(s.seq)
                 s.tokens = []
                 self._release(s)
@@ -535,6 +543,7 @@ class Engine:
             probe_index=req.probe_index,
             cached_tokens=req.cached,
         )
+        req.finished = True
         self._release(s)
         if not req.future.done():
             req.future.set_result(gen)

@@ -1,0 +1,172 @@
+"""Bad requests, limits and failures, answered in OpenAI's error shape: 400/422/413,
+401 with --api-key, 429 + Retry-After when the queue is full, and a client that
+disconnects frees its slot."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from rank1_server.testing import running_server
+
+
+def _error(r: httpx.Response, status: int) -> dict:
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
+    return err
+
+
+@pytest.mark.parametrize("body,param,needle", [
+    ({"prompt": "x", "temperature": 0.7}, "temperature", "greedy"),
+    ({"prompt": "x", "logprobs": 21}, "logprobs", "at most 20"),
+    ({"prompt": "x", "stream": True}, "stream", "streaming"),
+    ({"prompt": "x", "n": 2}, "n", "n=1"),
+    ({"prompt": "x", "echo": True}, "echo", "echo"),
+    ({"prompt": "x", "max_tokens": 5000}, "prompt", "exceed the context of one slot"),
+    ({"prompt": [5, 999999]}, "prompt.0", "outside the vocabulary"),
+    ({"prompt": "x", "allowed_token_ids": [-1]}, "allowed_token_ids", "outside the vocabulary"),
+    ({"prompt": "x", "stop": [""]}, "stop", "must not be empty"),
+])
+def test_completions_400(server: str, body: dict, param: str, needle: str) -> None:
+    err = _error(httpx.post(f"{server}/completions", json=body), 400)
+    assert err["param"] == param and needle in err["message"]
+    assert err["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("path,body,param", [
+    ("/completions", {"max_tokens": 3}, "prompt"),
+    ("/completions", {"prompt": []}, "prompt"),
+    ("/completions", {"prompt": "x", "max_tokens": 0}, "max_tokens"),
+    ("/rerank", {"query": "q", "documents": [3]}, "documents.0.str"),
+    ("/rerank", {"query": "  ", "documents": ["a"]}, "query"),
+    ("/rerank", {"query": "q", "documents": ["a"], "top_n": -1}, "top_n"),
+    ("/chat/completions", {"messages": []}, "messages"),
+])
+def test_schema_errors_422(server: str, path: str, body: dict, param: str) -> None:
+    err = _error(httpx.post(f"{server}{path}", json=body), 422)
+    assert err["param"] == param
+
+
+def test_malformed_json_and_unknown_route(server: str) -> None:
+    r = httpx.post(f"{server}/completions", content=b"{not json",
+                   headers={"content-type": "application/json"})
+    _error(r, 422)
+    _error(httpx.get(f"{server}/nothing-here"), 404)
+
+
+def test_rerank_400_and_413(server: str) -> None:
+    err = _error(httpx.post(f"{server}/rerank", json={
+        "query": "q", "documents": ["a"], "max_reasoning_tokens": 5000}), 400)
+    assert err["param"] == "max_reasoning_tokens" and "no room" in err["message"]
+    err = _error(httpx.post(f"{server}/rerank", json={
+        "query": "q", "documents": ["a"] * 65}), 413)  # the server's max_queue is 64
+    assert err["param"] == "documents" and err["code"] == "too_many_documents"
+
+
+def test_sdk_raises_bad_request(server: str) -> None:
+    client = openai.OpenAI(base_url=server, api_key="x", max_retries=0)
+    with pytest.raises(openai.BadRequestError, match="greedy"):
+        client.completions.create(model="m", prompt="x", temperature=1.0)
+
+
+@pytest.fixture(scope="module")
+def keyed_server(random_model: Path) -> Iterator[str]:
+    with running_server(random_model, parallel=2, n_ctx=256, api_key="sekrit",
+                        max_body_bytes=10_000) as url:
+        yield url
+
+
+def test_api_key(keyed_server: str) -> None:
+    body = {"prompt": "x", "max_tokens": 2}
+    err = _error(httpx.post(f"{keyed_server}/completions", json=body), 401)
+    assert err["code"] == "invalid_api_key"
+    _error(httpx.post(f"{keyed_server}/completions", json=body,
+                      headers={"Authorization": "Bearer wrong"}), 401)
+    _error(httpx.get(f"{keyed_server}/models"), 401)
+    ok = httpx.post(f"{keyed_server}/completions", json=body,
+                    headers={"Authorization": "Bearer sekrit"})
+    assert ok.status_code == 200
+    assert httpx.get(keyed_server.removesuffix("/v1") + "/health").status_code == 200
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=keyed_server, api_key="nope", max_retries=0).models.list()
+    assert openai.OpenAI(base_url=keyed_server, api_key="sekrit").models.list().data
+
+
+def test_oversized_body_413(keyed_server: str) -> None:
+    r = httpx.post(f"{keyed_server}/completions", json={"prompt": "x" * 20_000},
+                   headers={"Authorization": "Bearer sekrit"})
+    assert _error(r, 413)["code"] == "request_too_large"
+
+
+# --------------------------------------------------------------------------- queue, disconnect
+
+
+@pytest.fixture(scope="module")
+def one_slot_server(slow_model: Path) -> Iterator[str]:
+    """One slot, one waiting place: the third concurrent request is refused."""
+    with running_server(slow_model, parallel=1, n_ctx=4096, max_queue=1) as url:
+        yield url
+
+
+def _metric(root: str, name: str) -> float:
+    text = httpx.get(f"{root}/metrics").text
+    m = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
+    assert m, name
+    return float(m.group(1))
+
+
+async def _wait_for(root: str, name: str, value: float, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while _metric(root, name) != value:
+        assert time.monotonic() < deadline, f"{name} never reached {value}"
+        await asyncio.sleep(0.02)
+
+
+LONG = {"prompt": "tides", "max_tokens": 4000, "ignore_eos": True}
+
+
+async def test_queue_full_429_and_disconnect_frees_slots(one_slot_server: str) -> None:
+    root = one_slot_server.removesuffix("/v1")
+    cancelled_before = _metric(root, "rank1_cancelled_requests_total")
+    finished_before = _metric(root, "rank1_finished_generations_total")
+    async with httpx.AsyncClient(base_url=one_slot_server, timeout=120) as http:
+        running = asyncio.ensure_future(http.post("/completions", json=LONG))
+        await _wait_for(root, "rank1_busy_slots", 1)
+        waiting = asyncio.ensure_future(http.post("/completions", json=LONG))
+        await _wait_for(root, "rank1_queue_depth", 1)
+        refused = await http.post("/completions", json={"prompt": "x", "max_tokens": 2})
+        err = _error(refused, 429)
+        assert err["code"] == "queue_full" and refused.headers["retry-after"] == "1"
+        refused = await http.post("/rerank", json={"query": "q", "documents": ["a"]})
+        _error(refused, 429)
+        # both clients go away: their generations stop and the slot frees
+        running.cancel()
+        waiting.cancel()
+        await asyncio.gather(running, waiting, return_exceptions=True)
+    await _wait_for(root, "rank1_queue_depth", 0)
+    await _wait_for(root, "rank1_busy_slots", 0)
+    await _wait_for(root, "rank1_cancelled_requests_total", cancelled_before + 2)
+    assert _metric(root, "rank1_finished_generations_total") == finished_before
+    ok = httpx.post(f"{one_slot_server}/completions", json={"prompt": "x", "max_tokens": 2})
+    assert ok.status_code == 200
+
+
+async def test_rerank_disconnect_frees_slot(one_slot_server: str) -> None:
+    root = one_slot_server.removesuffix("/v1")
+    cancelled_before = _metric(root, "rank1_cancelled_requests_total")
+    async with httpx.AsyncClient(base_url=one_slot_server, timeout=120) as http:
+        task = asyncio.ensure_future(http.post("/rerank", json={
+            "query": "q", "documents": ["a"], "max_reasoning_tokens": 3900}))
+        await _wait_for(root, "rank1_busy_slots", 1)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    await _wait_for(root, "rank1_busy_slots", 0)
+    await _wait_for(root, "rank1_queue_depth", 0)
+    await _wait_for(root, "rank1_cancelled_requests_total", cancelled_before + 1)
