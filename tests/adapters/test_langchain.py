@@ -23,7 +23,7 @@ from langchain_core.vectorstores import InMemoryVectorStore
 
 from rank1_integrations import JudgmentError, Rank1Client
 from rank1_integrations.langchain import Rank1Rerank
-from rank1_integrations.testing import FakeRank1Server
+from rank1_integrations.testing import FakeRank1Server, overlap_score
 
 EXPECTED = expected_order([(pid, text) for pid, text, _ in CORPUS])
 
@@ -91,12 +91,26 @@ def test_inputs_not_mutated_and_copies_returned(client: Rank1Client) -> None:
 
 
 def test_reranker_built_from_settings(server: FakeRank1Server) -> None:
-    reranker = Rank1Rerank(base_url=server.base_url, top_n=2)
+    reranker = Rank1Rerank(base_url=server.base_url, mode="chat", top_n=2)
+    before = server.requests
     try:
         docs = reranker.compress_documents(corpus_documents(), QUERY)
     finally:
         reranker.close()
+    assert reranker.rank1_client.mode == "chat"
     assert [d.id for d in docs] == EXPECTED[:2]
+    assert server.requests - before == len(CORPUS)
+
+
+def test_instruction_reaches_the_prompt(client: Rank1Client) -> None:
+    extra = "Passages saying cats sleep most of the day count too."
+    docs = Rank1Rerank(client=client, instruction=extra).compress_documents(
+        corpus_documents(), QUERY)
+    scores = {d.id: d.metadata["relevance_score"] for d in docs}
+    # the fake scores the query slot, which now holds the query and the instruction
+    cats_text = CORPUS[0][1]
+    assert scores["d-cats"] == pytest.approx(overlap_score(f"{QUERY} {extra}", cats_text))
+    assert scores["d-cats"] > overlap_score(QUERY, cats_text) + 0.1
 
 
 def test_lcel_chain_feeds_the_reranked_context_to_the_model(client: Rank1Client) -> None:
