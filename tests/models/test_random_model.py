@@ -47,7 +47,7 @@ def test_random_model_loads_tokenizes_and_generates(tmp_path, think_end_special)
     llama_cpp = pytest.importorskip("llama_cpp")
     path = write_random_model(tmp_path / "m.gguf", think_end_special=think_end_special)
     vocab = build_vocabulary(think_end_special=think_end_special)
-    llm = llama_cpp.Llama(str(path), n_ctx=256, n_threads=1, verbose=False)
+    llm = llama_cpp.Llama(str(path), n_ctx=256, n_threads=1, n_threads_batch=1, verbose=False)
     assert llm.n_vocab() == vocab.size
     text = "Query: what is true\nPassage: it is false\n<think>\nfine</think> true"
     # llama.cpp's tokenizer agrees with the vocabulary's own (pre-tokeniser, merges, specials).
@@ -59,3 +59,21 @@ def test_random_model_loads_tokenizes_and_generates(tmp_path, think_end_special)
     assert choice["text"].strip()
     again = llm.create_completion("Query: a\nPassage: b\n<think>", max_tokens=24, temperature=0.0)
     assert again["choices"][0]["text"] == choice["text"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "n_vocab"),
+    [
+        ({"n_layer": 8, "n_embd": 512, "dtype": "f16"}, None),  # the benchmarks' mid-size model
+        ({"n_vocab": 151_936}, 151_936),  # Qwen2.5's logits width, padded with unused tokens
+    ],
+)
+def test_benchmark_shapes_load_and_generate(tmp_path, kwargs, n_vocab):
+    llama_cpp = pytest.importorskip("llama_cpp")
+    path = write_random_model(tmp_path / "m.gguf", **kwargs)
+    llm = llama_cpp.Llama(str(path), n_ctx=256, n_threads=1, n_threads_batch=1, verbose=False)
+    if n_vocab is not None:
+        assert llm.n_vocab() == n_vocab
+    out = llm.create_completion("Query: a\nPassage: b\n<think>", max_tokens=8, temperature=0.0)
+    assert out["usage"]["completion_tokens"] == 8
+    assert "[PAD" not in out["choices"][0]["text"]

@@ -441,12 +441,16 @@ def _demo_weights(vocab: Vocabulary, lay: _Layout) -> tuple[Qwen2Weights, Qwen2C
     layers = [
         LayerWeights(
             attn_norm=norm.astype(np.float32),
-            q=w["q"].astype(np.float32), k=w["k"].astype(np.float32),
+            q=w["q"].astype(np.float32),
+            k=w["k"].astype(np.float32),
             v=w["v"].astype(np.float32),
-            q_bias=np.zeros(E, np.float32), k_bias=np.zeros(E, np.float32),
+            q_bias=np.zeros(E, np.float32),
+            k_bias=np.zeros(E, np.float32),
             v_bias=np.zeros(E, np.float32),
-            o=w["o"].astype(np.float32), ffn_norm=norm.astype(np.float32),
-            gate=w["gate"].astype(np.float32), up=w["up"].astype(np.float32),
+            o=w["o"].astype(np.float32),
+            ffn_norm=norm.astype(np.float32),
+            gate=w["gate"].astype(np.float32),
+            up=w["up"].astype(np.float32),
             down=w["down"].astype(np.float32),
         )  # fmt: skip
         for w in (l1, l2, l3)

@@ -81,8 +81,10 @@ _FRAME_TEXT = (
 
 def common_words() -> list[str]:
     """The bundled list of about a thousand common English words (lowercase)."""
-    text = resources.files("rank1_server.models").joinpath("data/common_words.txt").read_text(
-        encoding="utf-8"
+    text = (
+        resources.files("rank1_server.models")
+        .joinpath("data/common_words.txt")
+        .read_text(encoding="utf-8")
     )
     words: list[str] = []
     for line in text.splitlines():
@@ -141,9 +143,7 @@ class Vocabulary:
     @property
     def special_ids(self) -> dict[str, int]:
         """Ids of the special (CONTROL) tokens by text."""
-        return {
-            tok: i for i, tok in enumerate(self.tokens) if self.token_types[i] == TOKEN_CONTROL
-        }
+        return {tok: i for i, tok in enumerate(self.tokens) if self.token_types[i] == TOKEN_CONTROL}
 
     @property
     def eos_id(self) -> int:
