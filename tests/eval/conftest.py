@@ -164,10 +164,29 @@ def collection(tmp_path: Path) -> Collection:
     return write_collection(tmp_path / "collection")
 
 
-@pytest.fixture
-def fake_server():
+class _CountingView:
+    """The shared fake server, with ``requests`` counted from the start of one test."""
+
+    def __init__(self, server: FakeRank1Server) -> None:
+        self.base_url = server.base_url
+        self._server, self._start = server, server.requests
+
+    @property
+    def requests(self) -> int:
+        return self._server.requests - self._start
+
+
+@pytest.fixture(scope="session")
+def _shared_fake_server():
     with FakeRank1Server() as server:
         yield server
+
+
+@pytest.fixture
+def fake_server(_shared_fake_server: FakeRank1Server) -> _CountingView:
+    """The fake rank1 server (shared: its shutdown takes ~0.5 s). Tests stay independent
+    because each uses its own store or none; ``requests`` counts this test's requests."""
+    return _CountingView(_shared_fake_server)
 
 
 def cli_command(*args: str) -> list[str]:
