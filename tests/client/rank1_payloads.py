@@ -74,7 +74,7 @@ def vllm_completion(
             "prompt_logprobs": None,
             "logprobs": {
                 "text_offset": list(range(len(tokens))),
-                "token_logprobs": [top.get(t, -0.05) for t, top in zip(tokens, tops)],
+                "token_logprobs": [top.get(t, -0.05) for t, top in zip(tokens, tops, strict=True)],
                 "tokens": tokens,
                 "top_logprobs": tops,
             },
@@ -110,7 +110,7 @@ def llama_cpp_python_completion(answer_top: dict[str, float]) -> dict[str, Any]:
             "text": "The passage covers it.\n", "index": 0, "finish_reason": "stop",
             "logprobs": {
                 "tokens": tokens, "text_offset": list(range(len(tokens))),
-                "token_logprobs": [top.get(t, -0.1) for t, top in zip(tokens, tops)],
+                "token_logprobs": [top.get(t, -0.1) for t, top in zip(tokens, tops, strict=True)],
                 "top_logprobs": tops,
             },
         }],
@@ -217,3 +217,59 @@ def chat_reply(
 
 def body_of(request: httpx.Request) -> dict[str, Any]:
     return json.loads(request.content)
+
+
+class RecordingServer:
+    """A loopback HTTP server that records each request (path, headers, JSON body) and
+    answers every POST with ``payload``. For tests of what the default HTTP stack sends
+    (the SDK's own client is not httpx, so respx cannot see it)."""
+
+    def __init__(self, payload: dict[str, Any] | None = None) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.payload = payload or vllm_completion()
+        self.requests: list[tuple[str, dict[str, str], dict[str, Any]]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                outer.requests.append((self.path, headers, json.loads(raw or b"{}")))
+                data = json.dumps(outer.payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def __enter__(self) -> RecordingServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def http_client() -> httpx.AsyncClient:
+    """The (legacy) httpx client the respx tests inject: the openai SDK here sends through
+    httpx2/aiohttp unless handed an httpx client, and respx intercepts httpx. The URLs are
+    plain http, so no TLS context is loaded (that costs ~0.1 s per client)."""
+    return httpx.AsyncClient(verify=False)

@@ -7,10 +7,10 @@ from __future__ import annotations
 import httpx
 import pytest
 import respx
+from rank1_payloads import BASE_URL, body_of, chat_reply, http_client, sigmoid_of
 
 from rank1_integrations import JudgmentError, NoVerdictError, Rank1Client
 from rank1_integrations.protocol import VerdictSource
-from rank1_payloads import BASE_URL, body_of, chat_reply, sigmoid_of
 
 URL = f"{BASE_URL}/chat/completions"
 ANSWER_TOP = [(" true", -0.2), (" false", -1.9), ("true", -4.0), ("\n", -6.5)]
@@ -22,7 +22,7 @@ REASONING_TOKENS = [("The", [("The", -0.1)]), (" claim", [(" claim", -0.2)]),
 def make_client(**kwargs) -> Rank1Client:
     kwargs.setdefault("cache", None)
     kwargs.setdefault("retry_backoff", 0.01)
-    kwargs.setdefault("client", httpx.AsyncClient())
+    kwargs.setdefault("client", http_client())
     return Rank1Client(BASE_URL, model="rank1", mode="chat", max_reasoning_tokens=64, **kwargs)
 
 

@@ -10,9 +10,9 @@ import httpx
 import openai
 import pytest
 import respx
+from rank1_payloads import BASE_URL, body_of, http_client, vllm_completion
 
 from rank1_integrations import Rank1Client
-from rank1_payloads import BASE_URL, body_of, vllm_completion
 
 URL = f"{BASE_URL}/completions"
 
@@ -20,7 +20,7 @@ URL = f"{BASE_URL}/completions"
 class InFlight:
     """Counts requests being served at once (async and threaded side effects)."""
 
-    def __init__(self, delay: float = 0.03) -> None:
+    def __init__(self, delay: float = 0.1) -> None:
         self.delay = delay
         self.now = 0
         self.peak = 0
@@ -65,9 +65,10 @@ async def test_async_rerank_is_bounded_by_concurrency(
     server = InFlight()
     respx_mock.post(URL).mock(side_effect=server.async_answer)
     client = Rank1Client(BASE_URL, concurrency=concurrency, cache=None,
-                         client=httpx.AsyncClient())
-    judgments = await client.arerank("q", PASSAGES)
-    assert len(judgments) == len(PASSAGES) == server.total
+                         client=http_client())
+    passages = PASSAGES[: max(6, 3 * concurrency)]
+    judgments = await client.arerank("q", passages)
+    assert len(judgments) == len(passages) == server.total
     assert server.peak == concurrency
 
 
@@ -75,9 +76,9 @@ async def test_async_rerank_is_bounded_by_concurrency(
 async def test_concurrent_arerank_calls_share_the_bound(respx_mock: respx.MockRouter) -> None:
     server = InFlight()
     respx_mock.post(URL).mock(side_effect=server.async_answer)
-    client = Rank1Client(BASE_URL, concurrency=3, cache=None, client=httpx.AsyncClient())
-    await asyncio.gather(*(client.arerank(f"q{i}", PASSAGES[:6]) for i in range(3)))
-    assert server.total == 18
+    client = Rank1Client(BASE_URL, concurrency=3, cache=None, client=http_client())
+    await asyncio.gather(*(client.arerank(f"q{i}", PASSAGES[:4]) for i in range(3)))
+    assert server.total == 12
     assert server.peak == 3
 
 
@@ -85,7 +86,7 @@ async def test_concurrent_arerank_calls_share_the_bound(respx_mock: respx.MockRo
 def test_sync_rerank_is_concurrent(respx_mock: respx.MockRouter) -> None:
     server = InFlight()
     respx_mock.post(URL).mock(side_effect=server.async_answer)
-    with Rank1Client(BASE_URL, concurrency=6, cache=None, client=httpx.AsyncClient()) as client:
+    with Rank1Client(BASE_URL, concurrency=6, cache=None, client=http_client()) as client:
         judgments = client.rerank("q", PASSAGES[:12])
     assert [j.index for j in judgments] == list(range(12))
     assert server.peak == 6
@@ -101,10 +102,10 @@ def test_injected_sync_openai_client_is_concurrent_up_to_the_bound(
     server = InFlight()
     respx_mock.post(URL).mock(side_effect=server.sync_answer)
     sdk = openai.OpenAI(base_url=BASE_URL, api_key="x", max_retries=0,
-                        http_client=httpx.Client())
+                        http_client=httpx.Client(verify=False))
     with Rank1Client(concurrency=concurrency, cache=None, client=sdk) as client:
-        judgments = client.rerank("q", PASSAGES)
-    assert len(judgments) == len(PASSAGES)
+        judgments = client.rerank("q", PASSAGES[: 2 * concurrency])
+    assert len(judgments) == 2 * concurrency
     assert server.peak == concurrency
 
 
@@ -120,7 +121,7 @@ async def test_results_keep_input_order_when_replies_come_back_shuffled(
         return httpx.Response(200, json=vllm_completion(answer_top=top))
 
     respx_mock.post(URL).mock(side_effect=answer)
-    client = Rank1Client(BASE_URL, concurrency=8, cache=None, client=httpx.AsyncClient())
+    client = Rank1Client(BASE_URL, concurrency=8, cache=None, client=http_client())
     seen: list[int] = []
     judgments = await client.arerank("q", PASSAGES, on_judgment=lambda j: seen.append(j.index))
     assert [j.index for j in judgments] == list(range(len(PASSAGES)))

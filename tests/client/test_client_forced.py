@@ -6,18 +6,19 @@ from __future__ import annotations
 import httpx
 import pytest
 import respx
-
-from rank1_integrations import JudgmentError, NoVerdictError, Rank1Client
-from rank1_integrations.protocol import VerdictSource
 from rank1_payloads import (
     BASE_URL,
     FALSE_ID,
     TRUE_ID,
     body_of,
+    http_client,
     sigmoid_of,
     vllm_completion,
     vllm_forced,
 )
+
+from rank1_integrations import JudgmentError, NoVerdictError, Rank1Client
+from rank1_integrations.protocol import VerdictSource
 
 QUERY = "what causes tides?"
 PASSAGE = "The Moon's gravity pulls the oceans."
@@ -33,7 +34,7 @@ CUT_REASONING = ["The", " query", " asks", " what", " causes", " tides", ".", " 
 def make_client(**kwargs) -> Rank1Client:
     kwargs.setdefault("cache", None)
     kwargs.setdefault("retry_backoff", 0.01)
-    kwargs.setdefault("client", httpx.AsyncClient())
+    kwargs.setdefault("client", http_client())
     return Rank1Client(BASE_URL, model="jhu-clsp/rank1-7b", max_reasoning_tokens=16, **kwargs)
 
 

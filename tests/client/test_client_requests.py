@@ -8,9 +8,9 @@ import httpx
 import openai
 import pytest
 import respx
+from rank1_payloads import BASE_URL, body_of, http_client, prompt_for, vllm_completion
 
 from rank1_integrations import JudgmentError, Rank1Client
-from rank1_payloads import BASE_URL, body_of, prompt_for, vllm_completion
 
 URL = f"{BASE_URL}/completions"
 OK = httpx.Response(200, json=vllm_completion())
@@ -19,7 +19,7 @@ OK = httpx.Response(200, json=vllm_completion())
 def make_client(**kwargs) -> Rank1Client:
     kwargs.setdefault("cache", None)
     kwargs.setdefault("retry_backoff", 0.01)
-    kwargs.setdefault("client", httpx.AsyncClient())
+    kwargs.setdefault("client", http_client())
     return Rank1Client(BASE_URL, api_key="sk-test", model="jhu-clsp/rank1-7b", **kwargs)
 
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 import httpx
 import pytest
 import respx
-
-from rank1_integrations import Rank1Client
-from rank1_integrations.protocol import VerdictSource
 from rank1_payloads import (
     BASE_URL,
     FALSE_ID,
     TRUE_ID,
     body_of,
+    http_client,
     llama_cpp_python_completion,
     llama_server_completion,
     llama_server_sse,
@@ -23,13 +21,16 @@ from rank1_payloads import (
     vllm_forced,
 )
 
+from rank1_integrations import Rank1Client
+from rank1_integrations.protocol import VerdictSource
+
 
 def make_client(**kwargs) -> Rank1Client:
     kwargs.setdefault("cache", None)
     kwargs.setdefault("retry_backoff", 0.01)
     # the openai SDK here sends through httpx2 unless given a (legacy) httpx client, and
     # respx intercepts httpx: every respx test injects one
-    kwargs.setdefault("client", httpx.AsyncClient())
+    kwargs.setdefault("client", http_client())
     return Rank1Client(BASE_URL, api_key="sk-test", model="jhu-clsp/rank1-7b", **kwargs)
 
 

@@ -1,0 +1,141 @@
+"""Settings from the environment, injected clients, one async client per event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+
+import httpx
+import openai
+import pytest
+from rank1_payloads import RecordingServer, body_of, prompt_for, vllm_completion
+
+from rank1_integrations import Rank1Client
+from rank1_integrations.client import DEFAULT_BASE_URL, DEFAULT_MODEL
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("RANK1_BASE_URL", "RANK1_API_KEY", "RANK1_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_defaults_without_environment(clean_env: pytest.MonkeyPatch) -> None:
+    client = Rank1Client()
+    assert client.base_url == DEFAULT_BASE_URL == "http://127.0.0.1:8000/v1"
+    assert client.model == DEFAULT_MODEL == "jhu-clsp/rank1-7b"
+    assert client.max_reasoning_tokens == 2048
+    assert client.mode == "completions"
+
+
+def test_environment_settings_reach_the_wire(clean_env: pytest.MonkeyPatch) -> None:
+    with RecordingServer() as server:
+        clean_env.setenv("RANK1_BASE_URL", server.base_url)
+        clean_env.setenv("RANK1_API_KEY", "sk-from-env")
+        clean_env.setenv("RANK1_MODEL", "env-model")
+        with Rank1Client(cache=None) as client:  # the SDK's default HTTP stack
+            assert client.judge("q", "p").ok
+    (path, headers, body), = server.requests
+    assert path == "/v1/completions"
+    assert headers["authorization"] == "Bearer sk-from-env"
+    assert body["model"] == "env-model"
+    assert body["prompt"] == prompt_for("q", "p")
+    assert body["skip_special_tokens"] is False
+    assert body["stop"] == ["</think> true", "</think> false"]
+
+
+def test_arguments_win_over_the_environment(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("RANK1_BASE_URL", "http://127.0.0.1:9/v1")  # nothing listens there
+    clean_env.setenv("RANK1_API_KEY", "sk-env")
+    clean_env.setenv("RANK1_MODEL", "env-model")
+    with RecordingServer() as server:
+        with Rank1Client(server.base_url, "sk-arg", "arg-model", cache=None) as client:
+            assert client.judge("q", "p").ok
+    (_, headers, body), = server.requests
+    assert headers["authorization"] == "Bearer sk-arg"
+    assert body["model"] == "arg-model"
+
+
+def test_async_client_is_created_per_event_loop(clean_env: pytest.MonkeyPatch) -> None:
+    """Two asyncio.run calls with one Rank1Client: the second loop gets its own SDK client
+    (the first one's connections belong to a closed loop)."""
+    with RecordingServer() as server:
+        client = Rank1Client(server.base_url, cache=None)
+
+        async def one(passage: str) -> float | None:
+            judgments = await client.arerank("q", [passage, passage + "!"])
+            await client.aclose()  # this loop's SDK client; the next loop makes its own
+            return judgments[0].score
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            first = asyncio.run(one("p1"))
+            second = asyncio.run(one("p2"))
+        # and the sync API (its own background loop) next to them
+        third = client.judge("q", "p3").score
+        client.close()
+    assert first is not None and first == second == third
+    assert len(server.requests) == 5
+
+
+def test_injected_async_openai_client_is_used(clean_env: pytest.MonkeyPatch) -> None:
+    seen: list[httpx.Request] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=vllm_completion())
+
+    sdk = openai.AsyncOpenAI(base_url="http://injected.test/v1", api_key="sk-injected",
+                             max_retries=0,
+                             http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+    client = Rank1Client(model="m", client=sdk, cache=None)
+    judgment = asyncio.run(client.ajudge("q", "p"))
+    assert judgment.ok
+    assert [str(r.url) for r in seen] == ["http://injected.test/v1/completions"]
+    assert seen[0].headers["authorization"] == "Bearer sk-injected"
+    assert body_of(seen[0])["model"] == "m"
+
+
+def test_injected_sync_openai_client_is_used(clean_env: pytest.MonkeyPatch) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=vllm_completion())
+
+    sdk = openai.OpenAI(base_url="http://sync.test/v1", api_key="sk-sync", max_retries=0,
+                        http_client=httpx.Client(transport=httpx.MockTransport(handler)))
+    with Rank1Client(client=sdk, cache=None) as client:
+        judgments = client.rerank("q", ["a", "b", "c"])
+        assert asyncio.run(client.ajudge("q", "d")).ok
+    assert len(judgments) == 3 and all(j.ok for j in judgments)
+    assert len(seen) == 4
+    assert {str(r.url) for r in seen} == {"http://sync.test/v1/completions"}
+
+
+def test_injected_httpx_async_client_is_used(clean_env: pytest.MonkeyPatch) -> None:
+    seen: list[httpx.Request] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=vllm_completion())
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    client = Rank1Client("http://httpx.test/v1", "sk-h", client=http, cache=None)
+    assert asyncio.run(client.ajudge("q", "p")).ok
+    assert [str(r.url) for r in seen] == ["http://httpx.test/v1/completions"]
+    assert seen[0].headers["authorization"] == "Bearer sk-h"
+
+
+def test_injected_httpx_sync_client_is_used(clean_env: pytest.MonkeyPatch) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=vllm_completion())
+
+    http = httpx.Client(transport=httpx.MockTransport(handler))
+    with Rank1Client("http://httpx-sync.test/v1", client=http, cache=None) as client:
+        assert client.judge("q", "p").ok
+    assert [str(r.url) for r in seen] == ["http://httpx-sync.test/v1/completions"]
