@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -55,6 +56,9 @@ _CLIENT_SETTINGS = (
     "base_url", "api_key", "model", "mode", "max_reasoning_tokens", "concurrency",
     "timeout", "max_retries",
 )
+
+
+_BUILD_LOCK = threading.Lock()  # one client per reranker, even when threads race to build it
 
 
 def extra_error(module: str, extra: str, exc: ImportError) -> ImportError:
@@ -144,15 +148,16 @@ class RerankSettings(BaseModel):
         """The client in use: ``client``, or one built once from the settings."""
         if self.client is not None:
             return self.client
-        if self._own_client is None:
-            options: dict[str, Any] = {
-                name: getattr(self, name) for name in _CLIENT_SETTINGS
-                if getattr(self, name) is not None
-            }
-            if isinstance(options.get("api_key"), SecretStr):
-                options["api_key"] = options["api_key"].get_secret_value()
-            self._own_client = Rank1Client(**options)
-        return self._own_client
+        with _BUILD_LOCK:
+            if self._own_client is None:
+                options: dict[str, Any] = {
+                    name: getattr(self, name) for name in _CLIENT_SETTINGS
+                    if getattr(self, name) is not None
+                }
+                if isinstance(options.get("api_key"), SecretStr):
+                    options["api_key"] = options["api_key"].get_secret_value()
+                self._own_client = Rank1Client(**options)
+            return self._own_client
 
     def close(self) -> None:
         """Close the client this reranker built (a ``client`` you passed is yours to close)."""
