@@ -185,3 +185,20 @@ def test_sigkill_loses_no_committed_judgment(tmp_path: Path) -> None:
         for i in range(last + 1):
             assert f"k{i}" in store, f"committed judgment k{i} lost"
         assert len(store) in (last + 1, last + 2)  # at most one put not yet acknowledged
+
+
+def test_a_persistent_cache_for_the_client(tmp_path: Path, fake_server) -> None:
+    from rank1_integrations import Rank1Client
+
+    path = tmp_path / "cache.sqlite"
+    query, passage = "tidal forces moon", "The moon's gravity makes tidal forces."
+    with JudgmentStore(path) as store, Rank1Client(fake_server.base_url, cache=store) as client:
+        first = client.judge(query, passage)
+        assert client.judge(query, passage) == first
+    assert fake_server.requests == 1
+    # a new client and a new store object on the same file: answered from disk
+    with JudgmentStore(path) as store, Rank1Client(fake_server.base_url, cache=store) as client:
+        assert client.judge(query, passage) == first
+        other = client.judge(query, "Unrelated text about cooking.")
+    assert fake_server.requests == 2
+    assert other.ok and other.score < first.score
