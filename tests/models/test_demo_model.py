@@ -171,3 +171,30 @@ def test_ranking_the_demo_corpus_by_p_true_gives_ndcg_at_3_above_0_9(greedy):
         ranked = sorted(scores, key=lambda d: (-round(scores[d], 6), query["relevance"].get(d, 0)))
         per_query.append(_ndcg_at_3(ranked, query["relevance"]))
     assert sum(per_query) / len(per_query) >= 0.9, per_query
+
+
+def test_pieces_vocabulary_variant_writes_think_end_as_text(tmp_path):
+    """``think_end_special=False``: ``</think>`` is three ordinary tokens (like plain
+    Qwen2.5), the text is the same and the answer follows the last piece."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from rank1_integrations.protocol import read_answer
+
+    path = write_demo_model(tmp_path / "pieces.gguf", think_end_special=False)
+    llm = llama_cpp.Llama(
+        str(path), n_ctx=512, n_threads=1, n_threads_batch=1, logits_all=True, verbose=False
+    )
+    assert llm.tokenize(b"</think>", add_bos=False, special=True) == llm.tokenize(
+        b"</think>", add_bos=False, special=False
+    )
+    for passage in (LEVELS[1], LEVELS[3]):
+        out = llm.create_completion(
+            build_prompt(QUERY, passage), max_tokens=30, temperature=0.0, logprobs=5
+        )
+        choice = out["choices"][0]
+        assert choice["text"] == expected_completion(QUERY, passage)  # "</think>" in plain text
+        tokens = choice["logprobs"]["tokens"]
+        assert tokens[-4:-1] == ["</", "think", ">"]
+        reading = read_answer(choice["logprobs"]["top_logprobs"][-1])
+        assert reading is not None and not reading.estimated
+        assert reading.score == pytest.approx(expected_p_true(QUERY, passage), abs=0.005)
+    llm.close()

@@ -113,7 +113,9 @@ STOPWORDS = frozenset(
 _SHARED_HEAD = ["<think>", "\n", "The", " passage"]
 _BRANCH_YES = [" shares", " words", " with", " the", " query", ".\n"]
 _BRANCH_NO = [" does", " not", " mention", " those", " terms", ".\n"]
-_TAIL = ["This", " settles", " it", ".", "</think>"]
+_TAIL = ["This", " settles", " it", "."]
+#: ``</think>`` as one special token, or as the pieces plain Qwen2.5 splits it into.
+_THINK_END_TOKENS = {True: ["</think>"], False: ["</", "think", ">"]}
 _MARKERS = ("Query", "Passage", "<think>")
 
 # Scales (see the module docstring). Scores are in logits of attention / output units.
@@ -153,17 +155,19 @@ def _demo_words() -> tuple[list[str], list[str]]:
     return lexicon, lexicon  # every demo word also gets its capitalised forms
 
 
-@lru_cache(maxsize=1)
-def demo_vocabulary() -> Vocabulary:
+@lru_cache(maxsize=2)
+def demo_vocabulary(think_end_special: bool = True) -> Vocabulary:
     """The demo model's vocabulary: common English plus every word of the demo corpus."""
     lexicon, caps = _demo_words()
-    return build_vocabulary(lexicon, capitalised=caps, include_common_words=True)
+    return build_vocabulary(
+        lexicon, capitalised=caps, include_common_words=True, think_end_special=think_end_special
+    )
 
 
-@lru_cache(maxsize=1)
-def _content_keys() -> dict[int, str]:
+@lru_cache(maxsize=2)
+def _content_keys(think_end_special: bool = True) -> dict[int, str]:
     """token id -> content word, for the tokens that carry a content vector."""
-    vocab = demo_vocabulary()
+    vocab = demo_vocabulary(think_end_special)
     known = set(common_words()) | set(_demo_words()[0])
     keys: dict[int, str] = {}
     for i in range(vocab.size):
@@ -253,7 +257,7 @@ def expected_completion(
     relevant = expected_p_true(query, passage, title=title, instruction=instruction) > 0.5
     branch = _BRANCH_YES if relevant else _BRANCH_NO
     answer = " true" if relevant else " false"
-    return "".join(_SHARED_HEAD[1:] + branch + _TAIL) + answer
+    return "".join(_SHARED_HEAD[1:] + branch + _TAIL) + "</think>" + answer
 
 
 # --------------------------------------------------------------------------- weights
@@ -298,17 +302,19 @@ _FLAGS = (
 )  # fmt: skip
 
 
-def _chain() -> tuple[list[str], dict[str, str]]:
-    """Chain tokens (slot order) and the fixed successor of each (branch/answer excluded)."""
+def _chain(think_end_special: bool) -> tuple[list[str], dict[str, str]]:
+    """Chain tokens (slot order) and the fixed successor of each (branch/answer excluded).
+    The last chain token (``</think>`` or its last piece ``>``) is the answer position."""
+    tail = _TAIL + _THINK_END_TOKENS[think_end_special]
     order: list[str] = []
-    for tok in _SHARED_HEAD + _BRANCH_YES + _BRANCH_NO + _TAIL + [" true", " false"]:
+    for tok in _SHARED_HEAD + _BRANCH_YES + _BRANCH_NO + tail + [" true", " false"]:
         if tok not in order:
             order.append(tok)
     nxt: dict[str, str] = {}
-    for seq in (_SHARED_HEAD, _BRANCH_YES + _TAIL, _BRANCH_NO + _TAIL):
+    for seq in (_SHARED_HEAD, _BRANCH_YES + tail, _BRANCH_NO + tail):
         for a, b in zip(seq, seq[1:], strict=False):
             nxt[a] = b
-    assert " passage" not in nxt and "</think>" not in nxt  # decided by the overlap
+    assert " passage" not in nxt and tail[-1] not in nxt  # decided by the overlap
     return order, nxt
 
 
@@ -331,12 +337,13 @@ def _demo_weights(vocab: Vocabulary, lay: _Layout) -> tuple[Qwen2Weights, Qwen2C
         n_ctx=8192, rope_freq_base=1e30, rms_eps=1e-6,
     )  # fmt: skip
     f = lay.flag
-    chain, nxt = _chain()
+    chain, nxt = _chain(vocab.think_end_special)
+    answer_position = _THINK_END_TOKENS[vocab.think_end_special][-1]
     if lay.slot(len(chain)) > E:
         raise RuntimeError("residual stream too narrow for the layout")
 
     # ---- embeddings
-    keys = _content_keys()
+    keys = _content_keys(vocab.think_end_special)
     word_vec = {w: _word_vector(w, lay.n_content) for w in sorted(set(keys.values()))}
     emb = np.zeros((V, E), np.float64)
     emb[:, lay.bias] = _B
@@ -428,7 +435,7 @@ def _demo_weights(vocab: Vocabulary, lay: _Layout) -> tuple[Qwen2Weights, Qwen2C
         if tok in nxt:
             out[_tid(vocab, nxt[tok]), lay.slot(k)] = _LOGIT
     passage_slot = lay.slot(chain.index(" passage"))
-    think_end_slot = lay.slot(chain.index("</think>"))
+    think_end_slot = lay.slot(chain.index(answer_position))
     for yes, no, slot in ((" shares", " does", passage_slot), (" true", " false", think_end_slot)):
         for tok, sign in ((yes, 1.0), (no, -1.0)):
             t = _tid(vocab, tok)
@@ -471,9 +478,15 @@ def _tid(vocab: Vocabulary, text: str) -> int:
     return tid
 
 
-def write_demo_model(path: str | Path = DEMO_MODEL_PATH) -> Path:
-    """Write the demo model (deterministic: same bytes every time) and return its path."""
-    vocab = demo_vocabulary()
+def write_demo_model(path: str | Path = DEMO_MODEL_PATH, *, think_end_special: bool = True) -> Path:
+    """Write the demo model (deterministic: same bytes every time) and return its path.
+
+    ``think_end_special=False`` builds the same model on a vocabulary where ``</think>`` is
+    ordinary text (``"</"``, ``"think"``, ``">"``, like plain Qwen2.5): the chain writes
+    the three pieces and the answer position is right after ``">"``. The shipped file is
+    the default (one CONTROL token, like rank1's converted models).
+    """
+    vocab = demo_vocabulary(think_end_special)
     weights, cfg = _demo_weights(vocab, _Layout())
     return write_qwen2_gguf(
         path,
