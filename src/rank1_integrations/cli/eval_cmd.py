@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
+
+from ._common import add_endpoint_options, client_from_args, fail, positive_int, read_instruction
 
 __all__ = ["add_parser", "run"]
 
@@ -69,7 +70,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     rr = p.add_argument_group("reranking")
     rr.add_argument(
         "--depth",
-        type=_positive_int,
+        type=positive_int,
         default=100,
         metavar="N",
         help="documents reranked per query (default 100)",
@@ -81,21 +82,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "@FILE reads it from a file (one trailing newline dropped)",
     )
     rr.add_argument(
-        "--ndcg-k", type=_positive_int, default=10, metavar="K", help="cutoff of nDCG (10)"
+        "--ndcg-k", type=positive_int, default=10, metavar="K", help="cutoff of nDCG (10)"
     )
     rr.add_argument(
         "--recall-k",
-        type=_positive_int,
+        type=positive_int,
         default=100,
         metavar="K",
         help="cutoff of Recall (100; note that reranking the top K cannot change Recall@K)",
     )
     rr.add_argument(
-        "--max-queries", type=_positive_int, metavar="N", help="only the first N queries of the run"
+        "--max-queries", type=positive_int, metavar="N", help="only the first N queries of the run"
     )
     rr.add_argument(
         "--max-failures",
-        type=_positive_int,
+        type=positive_int,
         default=100,
         metavar="N",
         help="stop starting judgments after N failures (default 100)",
@@ -116,65 +117,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     out.add_argument("--json", action="store_true", help="print the report as JSON")
     out.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
-    ep = p.add_argument_group("endpoint (defaults: RANK1_BASE_URL, RANK1_MODEL, RANK1_API_KEY)")
-    ep.add_argument("--base-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
-    ep.add_argument("--model", help="model name the endpoint serves")
-    ep.add_argument("--api-key", help="API key (prefer the RANK1_API_KEY variable)")
-    ep.add_argument(
-        "--mode", choices=("completions", "chat", "rerank"), default="completions", help="API shape"
-    )
-    ep.add_argument(
-        "--max-reasoning-tokens",
-        type=_positive_int,
-        default=2048,
-        metavar="N",
-        help="reasoning budget per judgment (default 2048)",
-    )
-    ep.add_argument(
-        "--concurrency",
-        type=_positive_int,
-        default=8,
-        metavar="N",
-        help="judgments in flight (default 8)",
-    )
-    ep.add_argument(
-        "--timeout", type=float, default=600.0, metavar="S", help="seconds per request (600)"
-    )
-    ep.add_argument(
-        "--max-retries",
-        type=int,
-        default=3,
-        metavar="N",
-        help="further tries per judgment after a transient error (default 3)",
-    )
+    add_endpoint_options(p)
     p.set_defaults(func=run)
     return p
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _instruction(value: str | None) -> str | None:
-    if value is None or not value.startswith("@"):
-        return value
-    path = Path(value[1:])
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValueError(f"--instruction {value}: cannot read {path}: {exc.strerror}") from exc
-    return text[:-1] if text.endswith("\n") else text
-
-
-def _fail(message: str) -> int:
-    print(f"rank1 eval: error: {message}", file=sys.stderr)
-    return 1
 
 
 def run(args: argparse.Namespace) -> int:
@@ -187,9 +132,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except (InputFormatError, EvalInputError, StoreError, Rank1Error, ValueError) as exc:
-        return _fail(str(exc))
+        return fail("eval", str(exc))
     except ImportError as exc:
-        return _fail(str(exc))
+        return fail("eval", str(exc))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -198,10 +143,8 @@ def _run(args: argparse.Namespace) -> int:
     from ..evaluation.report import build_report, render_text
     from ..evaluation.runner import CountingCache, rerank_run
 
-    instruction = _instruction(args.instruction)
+    instruction = read_instruction(args.instruction)
     queries, corpus, first_stage, qrels = _load_inputs(args)
-
-    from ..client import Rank1Client
 
     store_path: str | None = None
     if args.no_store:
@@ -213,16 +156,9 @@ def _run(args: argparse.Namespace) -> int:
         backing = JudgmentStore(store_path)
     try:
         cache = CountingCache(backing) if backing is not None else None
-        client = Rank1Client(
-            args.base_url,
-            args.api_key,
-            args.model,
-            mode=args.mode,
-            max_reasoning_tokens=args.max_reasoning_tokens,
+        client = client_from_args(
+            args,
             instruction=instruction,
-            concurrency=args.concurrency,
-            timeout=args.timeout,
-            max_retries=args.max_retries,
             on_error="raise",
             cache=cache if cache is not None else True,
         )
