@@ -38,6 +38,17 @@ How it works (3 layers, width 384, two heads; every weight is set by hand here):
 * output head: bigram rows write the fixed chain; the branch after ``The passage`` and
   the ``true``/``false`` logits read that average.
 
+Limits, by construction: no stemming (``bee`` does not match ``bees``), no synonyms, no
+word order; all-caps and unknown words count for nothing. The segments are found by the
+prompt's ``Query`` / ``Passage`` line markers and ``<think>``: a passage holding a line
+that starts with ``Query`` or ``Passage``, or the text ``<think>``, confuses it.
+
+``write_demo_model(path, think_end_special=False)`` builds the same model on a
+vocabulary where ``</think>`` is ordinary text (three pieces, as in plain Qwen2.5). The
+build is deterministic (content vectors come from SHA-256 of the word): the same code
+and library versions give the same bytes; ``scripts/build_demo_model.py`` rebuilds the
+shipped file.
+
 Usage::
 
     from rank1_integrations.protocol import build_prompt
