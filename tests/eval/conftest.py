@@ -190,9 +190,9 @@ def fake_server(_shared_fake_server: FakeRank1Server) -> _CountingView:
 
 
 def cli_command(*args: str) -> list[str]:
-    """``rank1 ...`` as a fresh Python process (the package need not be installed)."""
-    code = "import sys; from rank1_integrations.cli import main; sys.exit(main())"
-    return [sys.executable, "-c", code, *args]
+    """``python -m rank1_integrations.cli ...``: the ``rank1`` command in a fresh process
+    (run from the source tree, so the package need not be installed)."""
+    return [sys.executable, "-m", "rank1_integrations.cli", *args]
 
 
 def cli_env() -> dict[str, str]:
