@@ -46,7 +46,10 @@ def retry_after_seconds(exc: BaseException) -> float | None:
     try:
         seconds = float(value)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        try:  # an HTTP date; anything unparseable falls back to the backoff
+            parsed = email.utils.parsedate_to_datetime(value) if value else None
+        except (TypeError, ValueError):
+            parsed = None
         if parsed is None:
             return None
         seconds = parsed.timestamp() - time.time()
