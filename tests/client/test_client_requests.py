@@ -142,3 +142,52 @@ def test_sync_judge_retries_too(respx_mock: respx.MockRouter) -> None:
     with make_client() as client:
         assert client.judge("q", "p").ok
     assert route.call_count == 2
+
+
+@pytest.mark.parametrize("value", ["soon", "Wed, 21 Oct 2015 07:28:00 GMT", ""])
+@respx.mock
+async def test_odd_retry_after_values_still_retry(
+    respx_mock: respx.MockRouter, value: str
+) -> None:
+    """An unparseable Retry-After falls back to the backoff; a date in the past is 0 s."""
+    route = respx_mock.post(URL).mock(side_effect=[
+        httpx.Response(503, headers={"Retry-After": value}, json={}), OK])
+    started = time.monotonic()
+    assert (await make_client().ajudge("q", "p")).ok
+    assert route.call_count == 2
+    assert time.monotonic() - started < 5
+
+
+@respx.mock
+async def test_retry_after_is_capped(respx_mock: respx.MockRouter) -> None:
+    from rank1_integrations.retry import MAX_RETRY_AFTER, retry_after_seconds
+
+    response = httpx.Response(429, headers={"Retry-After": "86400"},
+                              request=httpx.Request("POST", URL))
+    error = openai.RateLimitError("slow", response=response, body=None)
+    assert retry_after_seconds(error) == MAX_RETRY_AFTER == 60.0
+
+
+@respx.mock
+async def test_instruction_reaches_the_prompt(respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.post(URL).mock(return_value=OK)
+    client = make_client(instruction="Relevant: {query} (a definition)")
+    await client.ajudge("tides", "p")
+    await client.arerank("tides", ["p2"], instruction="Only causes count.")
+    await client.ajudge("tides", "p3", instruction="")
+    prompts = [body_of(c.request)["prompt"] for c in route.calls]
+    assert prompts == [
+        prompt_for("Relevant: tides (a definition)", "p"),
+        prompt_for("tides Only causes count.", "p2"),
+        prompt_for("tides", "p3"),
+    ]
+
+
+@respx.mock
+async def test_sync_rerank_inside_a_running_event_loop(respx_mock: respx.MockRouter) -> None:
+    """The sync API called from code that already runs an event loop (a sync framework
+    hook inside an async app) runs on the client's own loop instead of failing."""
+    respx_mock.post(URL).mock(return_value=OK)
+    with make_client() as client:
+        judgments = client.rerank("q", ["a", "b"])
+    assert [j.index for j in judgments] == [0, 1]
