@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from typing import Any
 
 import httpx
@@ -221,14 +222,20 @@ def body_of(request: httpx.Request) -> dict[str, Any]:
 
 class RecordingServer:
     """A loopback HTTP server that records each request (path, headers, JSON body) and
-    answers every POST with ``payload``. For tests of what the default HTTP stack sends
-    (the SDK's own client is not httpx, so respx cannot see it)."""
+    answers every POST with ``payload``, after answering the first ones with the HTTP
+    statuses in ``fail_first``. For tests of what the default HTTP stack sends (the SDK's
+    own client is not httpx, so respx cannot see it)."""
 
-    def __init__(self, payload: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, payload: dict[str, Any] | None = None, *, fail_first: tuple[int, ...] = (),
+        delay: float = 0.0,
+    ) -> None:
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         self.payload = payload or vllm_completion()
+        self.fail_first = list(fail_first)
+        self.delay = delay
         self.requests: list[tuple[str, dict[str, str], dict[str, Any]]] = []
         outer = self
 
@@ -242,8 +249,12 @@ class RecordingServer:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 outer.requests.append((self.path, headers, json.loads(raw or b"{}")))
-                data = json.dumps(outer.payload).encode()
-                self.send_response(200)
+                status = outer.fail_first.pop(0) if outer.fail_first else 200
+                if outer.delay:
+                    time.sleep(outer.delay)
+                answer = outer.payload if status == 200 else {"error": {"message": "failed"}}
+                data = json.dumps(answer).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

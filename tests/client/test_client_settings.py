@@ -10,7 +10,7 @@ import openai
 import pytest
 from rank1_payloads import RecordingServer, body_of, prompt_for, vllm_completion
 
-from rank1_integrations import Rank1Client
+from rank1_integrations import JudgmentError, Rank1Client
 from rank1_integrations.client import DEFAULT_BASE_URL, DEFAULT_MODEL
 
 
@@ -139,3 +139,35 @@ def test_injected_httpx_sync_client_is_used(clean_env: pytest.MonkeyPatch) -> No
     with Rank1Client("http://httpx-sync.test/v1", client=http, cache=None) as client:
         assert client.judge("q", "p").ok
     assert [str(r.url) for r in seen] == ["http://httpx-sync.test/v1/completions"]
+
+
+@pytest.mark.parametrize(("max_retries", "expected"), [(0, 1), (2, 3)])
+def test_default_http_stack_has_the_sdk_retries_off(
+    clean_env: pytest.MonkeyPatch, max_retries: int, expected: int
+) -> None:
+    """Over the SDK's default HTTP stack: a server that always fails gets exactly
+    1 + max_retries requests (the SDK adds none of its own)."""
+    with RecordingServer(fail_first=(503,) * 10) as server:
+        with Rank1Client(server.base_url, cache=None, max_retries=max_retries,
+                         retry_backoff=0.01) as client:
+            with pytest.raises(JudgmentError) as info:
+                client.judge("q", "p")
+    assert len(server.requests) == expected
+    assert isinstance(info.value.__cause__, openai.InternalServerError)
+
+
+def test_default_http_stack_retries_then_succeeds(clean_env: pytest.MonkeyPatch) -> None:
+    with RecordingServer(fail_first=(500, 429)) as server:
+        with Rank1Client(server.base_url, cache=None, retry_backoff=0.01) as client:
+            assert client.judge("q", "p").ok
+    assert len(server.requests) == 3
+
+
+def test_timeout_applies_and_is_retried(clean_env: pytest.MonkeyPatch) -> None:
+    with RecordingServer(delay=0.5) as server:
+        with Rank1Client(server.base_url, cache=None, timeout=0.1, max_retries=1,
+                         retry_backoff=0.01) as client:
+            with pytest.raises(JudgmentError) as info:
+                client.judge("q", "p")
+    assert len(server.requests) == 2
+    assert isinstance(info.value.__cause__, openai.APITimeoutError)
