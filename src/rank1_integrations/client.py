@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -59,6 +59,8 @@ class _LoopState:
     sdk_client: AnyOpenAI
     semaphore: asyncio.Semaphore
     owned: bool
+    #: Keeps the loop-shutdown hook of an owned client alive (see _close_at_loop_shutdown).
+    closer: Any = None
 
 
 class _BackgroundLoop:
@@ -204,6 +206,8 @@ class Rank1Client:
                     )
                     owned = injected is None
             state = _LoopState(sdk_client, asyncio.Semaphore(self.concurrency), owned)
+            if owned and isinstance(sdk_client, openai.AsyncOpenAI):
+                state.closer = _close_at_loop_shutdown(sdk_client)
             self._loops[loop] = state
         return state
 
@@ -386,8 +390,8 @@ class Rank1Client:
     async def aclose(self) -> None:
         """Close the SDK clients this client created on the running loop."""
         state = self._loops.pop(asyncio.get_running_loop(), None)
-        if state is not None and state.owned and isinstance(state.sdk_client, openai.AsyncOpenAI):
-            await state.sdk_client.close()
+        if state is not None and state.closer is not None:
+            await state.closer.aclose()  # runs the generator's ``finally``: closes the client
 
     def close(self) -> None:
         """Close the background loop and what it holds."""
@@ -412,6 +416,29 @@ class Rank1Client:
 
     def __repr__(self) -> str:
         return f"Rank1Client(base_url={self.base_url!r}, model={self.model!r}, mode={self.mode!r})"
+
+
+async def _closing(sdk_client: openai.AsyncOpenAI) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        await sdk_client.close()
+
+
+def _close_at_loop_shutdown(sdk_client: openai.AsyncOpenAI) -> AsyncIterator[None]:
+    """Close ``sdk_client`` when its event loop shuts down, even if nobody calls
+    :meth:`Rank1Client.aclose` (``asyncio.run`` ends with ``loop.shutdown_asyncgens()``,
+    which closes every async generator started on the loop). The generator is started
+    here, synchronously, up to its ``yield``; the caller keeps a reference to it, because
+    the loop only holds it weakly. Without this, a script that runs ``asyncio.run`` with
+    the async API leaves the HTTP session open and aiohttp warns about it at exit."""
+    gen = _closing(sdk_client)
+    step = gen.asend(None)  # registers the generator with the running loop
+    try:
+        step.send(None)
+    except StopIteration:
+        pass  # reached the ``yield``
+    return gen
 
 
 def _default_async_http_client() -> Any:
