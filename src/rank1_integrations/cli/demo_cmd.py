@@ -14,12 +14,10 @@ and use ``--base-url``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import textwrap
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from ._common import fail, positive_int
@@ -54,26 +52,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------- data
 
 
-def _demo_dir() -> Path:
+def demo_data() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The bundled corpus (``id``, ``title``, ``text``) and queries (``id``, ``text``,
+    ``relevance``: graded labels by document id), shipped with the server."""
     try:
-        import rank1_server
+        from rank1_server.models import demo_corpus, demo_queries
     except ImportError as exc:
         raise ImportError(
             'rank1 demo needs the bundled server: pip install "rank1-integrations[all]"'
         ) from exc
-    return Path(rank1_server.__file__).parent / "demo"
-
-
-def demo_data() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The bundled corpus (``id``, ``title``, ``text``) and queries (``id``, ``text``,
-    ``relevance``: graded labels by document id)."""
-    folder = _demo_dir()
-
-    def read(name: str) -> list[dict[str, Any]]:
-        lines = (folder / name).read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
-
-    return read("corpus.jsonl"), read("queries.jsonl")
+    return demo_corpus(), demo_queries()
 
 
 def _bag_of_words(text: str) -> list[float]:

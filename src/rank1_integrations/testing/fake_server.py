@@ -207,7 +207,9 @@ class FakeRank1Server:
         return self._server.requests
 
     def start(self) -> FakeRank1Server:
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
