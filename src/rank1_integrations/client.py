@@ -224,7 +224,13 @@ class Rank1Client:
     def _call(self, index: int, query: str, passage: PassageInput,
               instruction: str | None) -> JudgeCall:
         text, title = _passage_fields(index, passage)
-        text, truncated = truncate_passage(text, max_chars=self.max_passage_chars)
+        # The model reads f"{title} {text}": the budget covers the title and its space too.
+        budget, title_cut = self.max_passage_chars, False
+        if title is not None:
+            title, title_cut = truncate_passage(title, max_chars=max(budget - 1, 0))
+            budget = max(budget - len(title) - 1, 0)
+        text, truncated = truncate_passage(text, max_chars=budget)
+        truncated = truncated or title_cut
         instruction = self.instruction if instruction is None else instruction
         return JudgeCall(
             index=index, query=query, passage=text, title=title, instruction=instruction,
