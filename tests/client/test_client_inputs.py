@@ -203,3 +203,22 @@ async def test_bad_settings_are_rejected() -> None:
         Rank1Client(BASE_URL, max_retries=-1)
     with pytest.raises(ValueError, match="on_error"):
         await make_client().arerank("q", ["p"], on_error="skip")  # type: ignore[arg-type]
+
+
+@respx.mock
+async def test_huge_title_is_within_the_budget_too(respx_mock: respx.MockRouter) -> None:
+    """The model sees f"{title} {text}": a huge title must not slip past the budget."""
+    route = respx_mock.post(URL).mock(return_value=httpx.Response(200, json=vllm_completion()))
+    client = make_client(max_passage_chars=1000)
+    judgments = await client.arerank("q", [
+        {"title": "T" * 500_000, "text": "body"},
+        {"title": "Short title", "text": "word " * 10_000},
+        {"title": "Short title", "text": "fits"},
+    ])
+    assert [j.truncated for j in judgments] == [True, True, False]
+    for call in route.calls:
+        passage = body_of(call.request)["prompt"].split("\nPassage: ")[1]
+        assert len(passage) <= 1000 + len("\n<think>")
+    prompts = {body_of(c.request)["prompt"] for c in route.calls}
+    assert any(p.endswith("\nPassage: Short title fits\n<think>") for p in prompts)
+    assert any("\nPassage: Short title word word" in p for p in prompts)
