@@ -93,13 +93,8 @@ def test_two_event_loops_one_client(server: FakeRank1Server) -> None:
     """One Rank1Client, two asyncio.run calls: each loop gets its own SDK client."""
     client = Rank1Client(server.base_url, cache=None)
 
-    async def run() -> list:
-        judgments = await client.arerank(QUERY, PASSAGES)
-        await client.aclose()  # closes this loop's SDK client only
-        return judgments
-
-    first = asyncio.run(run())
-    second = asyncio.run(run())
+    first = asyncio.run(client.arerank(QUERY, PASSAGES))
+    second = asyncio.run(client.arerank(QUERY, PASSAGES))
     assert [j.score for j in first] == [j.score for j in second]
     assert all(j.ok for j in first + second)
     client.close()
