@@ -68,11 +68,14 @@ class ChatTransport(Transport):
             "truncated": call.truncated,
         }
         # The answer is what follows the reasoning. A chain still open (``<think>`` without
-        # ``</think>``, e.g. cut by the budget) has none, whatever words it holds: then no
-        # reasoning token (such as the word " true") may be read as the verdict.
+        # ``</think>``, or no tag and no reasoning field in a reply cut by the budget) has
+        # none, whatever words it holds: then no reasoning token (such as the word " true")
+        # may be read as the verdict.
+        cut = choice.get("finish_reason") == "length"
         if THINK_END in text:
             answer_text = text.rsplit(THINK_END, 1)[1]
-        elif THINK_START in text:
+        elif THINK_START in text or (cut and not message.get("reasoning")
+                                     and not message.get("reasoning_content")):
             answer_text = ""
         else:
             answer_text = text
