@@ -147,3 +147,24 @@ async def test_cut_think_in_content_without_logprobs_is_no_verdict(
                                 finish="length"))
     judgments = await make_client(on_error="keep").arerank("q", ["p"])
     assert judgments[0].score is None and judgments[0].error
+
+
+@pytest.mark.parametrize("with_logprobs", [True, False])
+@respx.mock
+async def test_cut_reply_without_tags_is_no_verdict(
+    respx_mock: respx.MockRouter, with_logprobs: bool
+) -> None:
+    """A host whose template opens the reasoning itself returns the chain without any tag;
+    cut by the budget, its last word ('true' here) is not an answer."""
+    mock(respx_mock, chat_reply(content="The claim is true", finish="length",
+                                tokens=REASONING_TOKENS[:4] if with_logprobs else None))
+    with pytest.raises(JudgmentError) as info:
+        await make_client().ajudge("q", "p")
+    assert isinstance(info.value.__cause__, NoVerdictError)
+
+
+@respx.mock
+async def test_finished_reply_without_tags_is_read(respx_mock: respx.MockRouter) -> None:
+    mock(respx_mock, chat_reply(content="Looks unrelated.\n\nfalse", tokens=None))
+    judgment = await make_client().ajudge("q", "p")
+    assert (judgment.relevant, judgment.source) == (False, VerdictSource.TEXT_ONLY)
