@@ -129,3 +129,18 @@ async def test_results_keep_input_order_when_replies_come_back_shuffled(
     assert scores == sorted(scores, reverse=True)  # passage n's score falls with n
     assert sorted(seen) == list(range(len(PASSAGES)))
     assert seen != list(range(len(PASSAGES)))  # completion order did differ
+
+
+@respx.mock
+def test_sync_judge_from_many_threads(respx_mock: respx.MockRouter) -> None:
+    """Frameworks call the sync API from thread pools: one client, many threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = InFlight()
+    respx_mock.post(URL).mock(side_effect=server.async_answer)
+    with Rank1Client(BASE_URL, concurrency=4, cache=None, client=http_client()) as client:
+        with ThreadPoolExecutor(8) as pool:
+            judgments = list(pool.map(lambda i: client.judge("q", f"p{i}"), range(8)))
+    assert all(j.ok for j in judgments)
+    assert server.total == 8
+    assert server.peak == 4
