@@ -10,7 +10,7 @@ import time
 import httpx
 import openai
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
-from tenacity.wait import wait_exponential_jitter
+from tenacity.wait import wait_exponential, wait_random
 
 __all__ = ["RETRY_STATUSES", "is_retryable", "retry_after_seconds", "retrying"]
 
@@ -59,7 +59,10 @@ def retry_after_seconds(exc: BaseException) -> float | None:
 def retrying(max_retries: int, *, backoff: float = 0.5, max_backoff: float = 20.0) -> AsyncRetrying:
     """An ``AsyncRetrying`` that makes ``max_retries`` further tries after the first and
     re-raises the last exception."""
-    jitter = wait_exponential_jitter(multiplier=backoff, max=max_backoff, jitter=backoff)
+    # backoff * 2**(n-1), capped, plus up to ``backoff`` of jitter. (Not
+    # wait_exponential_jitter: its ``initial`` is deprecated in tenacity 9.2 and the
+    # ``multiplier`` that replaces it does not exist in the tenacity>=8.2 we support.)
+    jitter = wait_exponential(multiplier=backoff, max=max_backoff) + wait_random(0, backoff)
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
