@@ -592,6 +592,28 @@ def _logsumexp(logits: np.ndarray) -> float:
     return m + float(np.log(np.sum(np.exp(logits - m, dtype=np.float32), dtype=np.float64)))
 
 
+#: Top-k candidates are first looked for within this many nats of the best logit.
+_TOP_K_WINDOW = 20.0
+
+
+def _top_k_ids(logits: np.ndarray, k: int) -> np.ndarray:
+    """Ids of the ``k`` largest logits, best first, by partial sort.
+
+    ``argpartition`` over the whole vocabulary slows down badly when huge numbers of
+    logits tie (padded or suppressed tokens share one value), so the candidates are first
+    narrowed to those within :data:`_TOP_K_WINDOW` of the best; the whole array is
+    partitioned only when that leaves fewer than ``k``.
+    """
+    best = float(np.max(logits))
+    cand = np.flatnonzero(logits >= best - _TOP_K_WINDOW)
+    if len(cand) >= k:
+        if len(cand) > k:
+            cand = cand[np.argpartition(logits[cand], -k)[-k:]]
+    else:
+        cand = np.argpartition(logits, -k)[-k:]
+    return cand[np.argsort(-logits[cand], kind="stable")]
+
+
 def _top_logprobs(
     logits: np.ndarray, lse: float, token: int, k: int, extra: tuple[int, ...] = ()
 ) -> TokenLogprob:
@@ -599,8 +621,7 @@ def _top_logprobs(
     then the ``extra`` ids not already listed."""
     top: list[tuple[int, float]] = []
     if k > 0:
-        idx = np.argpartition(logits, -k)[-k:]
-        idx = idx[np.argsort(-logits[idx], kind="stable")]
+        idx = _top_k_ids(logits, k)
         top = [(int(i), float(logits[i]) - lse) for i in idx]
     if extra:
         listed = {t for t, _ in top}

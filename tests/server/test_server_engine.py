@@ -185,3 +185,23 @@ def test_cancel_frees_the_slot(slow_model: Path) -> None:
         assert eng.stats.generated_tokens < 4000
     finally:
         eng.stop()
+
+
+@pytest.mark.parametrize("case", ["ties", "peaked", "normal"])
+def test_top_k_matches_a_full_sort(case: str) -> None:
+    import numpy as np
+    from rank1_server.engine import _top_k_ids
+
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal(151_936).astype(np.float32)
+    if case == "ties":  # most of the vocabulary suppressed to one value
+        logits[3000:] = -60.0
+    if case == "peaked":  # fewer than k candidates near the best
+        logits[:] = -100.0
+        logits[[7, 9, 11]] = [50.0, 20.0, 10.0]
+        logits[100:130] = rng.uniform(-95, -90, 30).astype(np.float32)
+    for k in (1, 5, 20):
+        got = _top_k_ids(logits, k)
+        want = np.argsort(-logits, kind="stable")[:k]
+        assert list(logits[got]) == list(logits[want])
+        assert len(set(got.tolist())) == k
