@@ -22,3 +22,7 @@ class JudgmentError(Rank1Error):
     def __init__(self, index: int, message: str) -> None:
         super().__init__(f"judgment of passage {index} failed: {message}")
         self.index = index
+        self.message = message
+
+    def __reduce__(self) -> tuple[type[JudgmentError], tuple[int, str]]:
+        return (type(self), (self.index, self.message))  # picklable (e.g. across processes)

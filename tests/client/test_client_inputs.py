@@ -222,3 +222,12 @@ async def test_huge_title_is_within_the_budget_too(respx_mock: respx.MockRouter)
     prompts = {body_of(c.request)["prompt"] for c in route.calls}
     assert any(p.endswith("\nPassage: Short title fits\n<think>") for p in prompts)
     assert any("\nPassage: Short title word word" in p for p in prompts)
+
+
+def test_judgment_error_survives_pickling():
+    import pickle
+
+    from rank1_integrations.errors import JudgmentError
+
+    error = pickle.loads(pickle.dumps(JudgmentError(3, "boom")))
+    assert error.index == 3 and str(error) == "judgment of passage 3 failed: boom"
