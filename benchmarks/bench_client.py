@@ -19,37 +19,10 @@ import argparse
 import math
 import os
 import platform
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 
 from rank1_integrations import Rank1Client
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(delay: float, concurrency: int) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rank1_integrations.testing.fake_server", "--port", str(port),
-         "--delay", str(delay), "--concurrency", str(concurrency)],
-        stdout=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(base + "/health", timeout=1).read()
-            return proc, base + "/v1"
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("fake server did not start")
+from rank1_integrations.testing import fake_server_process
 
 
 def passages(n: int, tag: str) -> list[str]:
@@ -67,8 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     n, delay, cap = args.n, args.delay, args.concurrency
     seq_n = args.sequential_n or n
-    proc, base_url = start_server(delay, cap)
-    try:
+    with fake_server_process(delay=delay, concurrency=cap) as base_url:
         client = Rank1Client(base_url=base_url, model="fake", concurrency=cap, cache=None)
         client.rerank("warm up", ["connection pool warm-up"] * cap)  # open connections
 
@@ -83,9 +55,6 @@ def main() -> None:
             client.judge("ocean tides moon", text)
         seq_wall = (time.perf_counter() - t0) * n / seq_n
         client.close()
-    finally:
-        proc.terminate()
-        proc.wait()
 
     ideal = math.ceil(n / cap) * delay
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "

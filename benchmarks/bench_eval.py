@@ -23,44 +23,15 @@ import argparse
 import math
 import os
 import platform
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from rank1_integrations import Rank1Client
 from rank1_integrations.evaluation.io import Document
 from rank1_integrations.evaluation.runner import CountingCache, rerank_run
 from rank1_integrations.store import JudgmentStore
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(delay: float, concurrency: int) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "rank1_integrations.testing.fake_server", "--port", str(port),
-            "--delay", str(delay), "--concurrency", str(concurrency),
-        ],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(base + "/health", timeout=1).read()
-            return proc, base + "/v1"
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("fake server did not start")
+from rank1_integrations.testing import fake_server_process
 
 
 def collection(
@@ -112,8 +83,7 @@ def main() -> None:
     cap, delay, depth = args.concurrency, args.delay, args.depth
     data = collection(args.queries, depth)
     n = args.queries * depth
-    proc, base_url = start_server(delay, cap)
-    try:
+    with fake_server_process(delay=delay, concurrency=cap) as base_url:
         with tempfile.TemporaryDirectory() as tmp:
             timed(base_url, cap, None, data, depth)  # warm-up, not counted
             # best of two for each, alternating, so neither gets the quieter moment
@@ -127,9 +97,6 @@ def main() -> None:
             rerun = timed(base_url, cap, counting, data, depth)
             assert counting.hits == n and counting.puts == 0
             store.close()
-    finally:
-        proc.terminate()
-        proc.wait()
 
     ideal = math.ceil(n / cap) * delay
     print(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -12,13 +11,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
+from ..testing import free_port
+
 __all__ = ["local_server"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -33,7 +28,7 @@ def local_server(
         raise ImportError(
             'the local server is not installed: pip install "rank1-integrations[server]"'
         ) from exc
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "rank1_server.cli", "--host", "127.0.0.1", "--port", str(port)]
     if model is not None:
         command += ["--model", model]

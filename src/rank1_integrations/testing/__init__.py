@@ -1,5 +1,5 @@
 """Test helpers shipped with the package: a loopback fake rank1 server."""
 
-from .fake_server import FakeRank1Server, overlap_score
+from .fake_server import FakeRank1Server, fake_server_process, free_port, overlap_score
 
-__all__ = ["FakeRank1Server", "overlap_score"]
+__all__ = ["FakeRank1Server", "fake_server_process", "free_port", "overlap_score"]

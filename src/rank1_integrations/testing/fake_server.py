@@ -21,17 +21,23 @@ or from a shell: ``python -m rank1_integrations.testing.fake_server --port 8000`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import re
+import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from ..protocol import ANSWER_FALSE, ANSWER_TRUE, STOP_STRINGS, THINK_END
 
-__all__ = ["FakeRank1Server", "overlap_score"]
+__all__ = ["FakeRank1Server", "fake_server_process", "free_port", "overlap_score"]
 
 _PROMPT = re.compile(r"\nQuery: (?P<query>.*)\nPassage: (?P<passage>.*)\n<think>", re.DOTALL)
 _WORD = re.compile(r"[a-z0-9]+")
@@ -224,6 +230,43 @@ class FakeRank1Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def fake_server_process(
+    *, delay: float = 0.0, concurrency: int | None = None, startup_timeout: float = 30.0
+) -> Iterator[str]:
+    """The fake in a subprocess (so its CPU is not the caller's, as benchmarks need);
+    yields its ``/v1`` base URL and stops it on exit."""
+    port = free_port()
+    # ``-c`` rather than ``-m``: runpy warns when the package already imported the module
+    entry = f"from {__name__} import main; main()"
+    command = [sys.executable, "-c", entry, "--port", str(port), "--delay", str(delay)]
+    if concurrency is not None:
+        command += ["--concurrency", str(concurrency)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    root = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            try:
+                urllib.request.urlopen(root + "/health", timeout=1).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the fake rank1 server did not start") from None
+                time.sleep(0.05)
+        yield root + "/v1"
+    finally:
+        proc.terminate()
+        proc.wait()
 
 
 def main(argv: list[str] | None = None) -> None:  # pragma: no cover - manual use
