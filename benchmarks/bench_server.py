@@ -133,6 +133,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=16, help="judgments (default 16)")
     ap.add_argument("--budget", type=int, default=64, help="reasoning tokens (default 64)")
     ap.add_argument("--threads", type=int, default=default_threads())
+    ap.add_argument("--dtype", choices=["f16", "f32"], default="f16",
+                    help="weights of the generated model (default f16)")
     ap.add_argument("--model", type=Path, help="reuse a GGUF instead of generating one")
     ap.add_argument("--baseline-n", type=int, default=None,
                     help="judgments for the llama-cpp-python server (default: --n; it is slow: "
@@ -145,8 +147,8 @@ def main() -> None:
     if model is None:
         t = time.perf_counter()
         model = write_random_model(Path(tmp.name) / "mid.gguf", n_layer=8, n_embd=512,
-                                   n_vocab=151_936, dtype="f16")
-        print(f"wrote {model.name} (8 layers x 512, 151,936 logits, f16) in "
+                                   n_vocab=151_936, dtype=args.dtype)
+        print(f"wrote {model.name} (8 layers x 512, 151,936 logits, {args.dtype}) in "
               f"{time.perf_counter() - t:.1f} s")
     vocab = build_vocabulary(think_end_special=True)
     answer_ids = (vocab.token_id(" true"), vocab.token_id(" false"))
