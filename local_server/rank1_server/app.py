@@ -329,6 +329,9 @@ def create_app(config: ServerConfig) -> FastAPI:
                 body["message"] = state.load_error
             return JSONResponse(body, status_code=503)
         engine = state.engine
+        if engine.crashed:
+            return JSONResponse({"status": "error", "message": f"engine crashed: {engine.crashed}"},
+                                status_code=503)
         return JSONResponse({
             "status": "ok", "model": state.model_name, "slots": engine.n_slots,
             "busy_slots": engine.busy_slots, "queue_depth": engine.queue_depth,

@@ -203,6 +203,8 @@ class Engine:
         self._pending: deque[_Request] = deque()
         self._cv = threading.Condition()
         self._stopping = False
+        #: Set when the engine thread died of an unexpected error (then nothing is served).
+        self.crashed: str | None = None
         self._thread: threading.Thread | None = None
         self._clock = itertools.count(1)
 
@@ -268,8 +270,8 @@ class Engine:
             self.check(prompt, params)
         reqs = [_Request(list(prompt), params) for prompt, params in items]
         with self._cv:
-            if self._stopping:
-                raise RuntimeError("the engine is stopping")
+            if self._stopping or self.crashed:
+                raise RuntimeError(f"the engine is not running ({self.crashed or 'stopping'})")
             if not priority:
                 free = sum(1 for s in self._slots if s.req is None)
                 if len(self._pending) + len(reqs) - free > self.max_queue:
@@ -326,6 +328,8 @@ class Engine:
                 self._step()
         except BaseException as exc:  # pragma: no cover - a bug; fail loudly, not silently
             log.exception("engine thread crashed")
+            with self._cv:
+                self.crashed = f"{type(exc).__name__}: {exc}"
             for req in list(self._pending) + [s.req for s in self._slots if s.req]:
                 if not req.future.done():
                     req.future.set_exception(RuntimeError(f"engine crashed: {exc!r}"))

@@ -144,7 +144,7 @@ class Rank1Judge:
         text, truncated = doc.text, False
         for _ in range(4):  # token boundaries can shift a little once the passage is in place
             text, cut = truncate_passage(
-                doc.text, max_tokens=budget, tokenize=self._tok, detokenize=self._detok
+                doc.text, max_tokens=budget, tokenize=self._tok_text, detokenize=self._detok
             )
             truncated = truncated or cut
             prompt = build_prompt(query, text, title=doc.title, instruction=instruction)
@@ -156,7 +156,12 @@ class Rank1Judge:
         raise ValueError("could not fit the passage into one slot's context")
 
     def _tok(self, text: str) -> list[int]:
+        """A whole prompt's tokens (with BOS when the vocabulary wants one)."""
         return self.model.tokenize(text, add_special=True, parse_special=True)
+
+    def _tok_text(self, text: str) -> list[int]:
+        """A passage's tokens (no BOS: it sits inside the prompt)."""
+        return self.model.tokenize(text, add_special=False, parse_special=True)
 
     def _detok(self, ids: Sequence[int]) -> str:
         return self.model.detokenize(ids, special=True)
