@@ -118,3 +118,20 @@ def test_passage_is_truncated_to_the_slot(random_model: Path) -> None:
             judge.prompt_tokens("tides", long_doc, instruction=None, max_reasoning_tokens=250)
     finally:
         eng.stop()
+
+
+def test_pieces_vocabulary_end_to_end(pieces_model: Path) -> None:
+    """With ``</think>`` as ordinary pieces (plain Qwen2.5), judging still works: the
+    forced prompt's ``</think>`` is three tokens and the answer is read after them."""
+    eng = _engine(pieces_model)
+    try:
+        vocab = Rank1Vocab.lookup(eng.model)
+        assert len(vocab.think_end) == 3
+        result = asyncio.run(Rank1Judge(eng, vocab).judge_many(
+            "tides", [Document("the moon"), Document("volcanoes")], max_reasoning_tokens=8))
+        for j in result.judgments:
+            assert j.source is VerdictSource.FORCED_ANSWER and 0.0 < j.score < 1.0
+        forced = forced_answer_prompt(build_prompt("tides", "the moon"), "x.")
+        assert tuple(eng.model.tokenize(forced)[-3:]) == vocab.think_end
+    finally:
+        eng.stop()
