@@ -12,9 +12,11 @@ from rank1_server.backend import LlamaContext, LlamaModel
 from rank1_server.engine import Engine, GenParams, PromptTooLong, QueueFull
 
 
-def make_engine(path: Path, *, n_seq: int = 4, n_ctx: int = 512, **kwargs) -> Engine:
+def make_engine(
+    path: Path, *, n_seq: int = 4, n_ctx: int = 512, kv_unified: bool = False, **kwargs
+) -> Engine:
     model = LlamaModel.load(path, n_gpu_layers=0)
-    ctx = LlamaContext(model, n_seq=n_seq, n_ctx_per_seq=n_ctx)
+    ctx = LlamaContext(model, n_seq=n_seq, n_ctx_per_seq=n_ctx, kv_unified=kv_unified)
     return Engine(model, ctx, **kwargs)
 
 
@@ -76,15 +78,24 @@ def test_requests_join_a_running_batch(engine: Engine) -> None:
     assert late.token_ids == alone.token_ids
 
 
+@pytest.mark.parametrize("kv_unified", [False, True])
 def test_shared_prefix_is_reused_without_changing_output(
-    random_model: Path, engine: Engine
+    random_model: Path, kv_unified: bool
 ) -> None:
     head = "Determine if the following passage is relevant to the query.\nQuery: tides\nPassage: "
     prompts = [head + tail for tail in ("the moon", "the sun", "gravity pulls", "a harbour")]
     params = GenParams(max_tokens=24, logprobs=2)
-    items = [(engine.model.tokenize(p), params) for p in prompts]
-    shared = _run(engine, engine.generate_many(items))
+    warm = make_engine(random_model, kv_unified=kv_unified)
+    warm.start()
+    try:
+        items = [(warm.model.tokenize(p), params) for p in prompts]
+        shared = asyncio.run(warm.generate_many(items))
+        again = asyncio.run(warm.generate_many(items[::-1]))[::-1]  # from idle slots' cells
+    finally:
+        warm.stop()
     assert sum(g.cached_tokens for g in shared) > 0
+    assert all(g.cached_tokens > 0 for g in again)
+    assert [g.token_ids for g in again] == [g.token_ids for g in shared]
 
     cold = make_engine(random_model, prefix_cache=False)
     cold.start()
