@@ -45,31 +45,49 @@ def running_server(
     from .app import ServerConfig, create_app
 
     config = ServerConfig(model_path=str(model_path), **options)
-    app = create_app(config)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-    ))
-    thread = threading.Thread(target=server.run, name=f"rank1-server-{port}", daemon=True)
-    thread.start()
-    root = f"http://127.0.0.1:{port}"
+    for attempt in range(3):  # another process may take the free port before uvicorn binds it
+        app = create_app(config)
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+        ))
+        thread = threading.Thread(target=server.run, name=f"rank1-server-{port}", daemon=True)
+        thread.start()
+        root = f"http://127.0.0.1:{port}"
+        try:
+            if _wait_ready(root, thread, app, startup_timeout):
+                break
+        except BaseException:
+            server.should_exit = True
+            thread.join(timeout=30)
+            raise
+        thread.join(timeout=30)
+        if attempt == 2:
+            raise RuntimeError(f"rank1-server could not start (last port {port})")
     try:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            if not thread.is_alive():
-                raise RuntimeError(f"rank1-server on port {port} exited during startup")
-            try:
-                r = httpx.get(f"{root}/health", timeout=5)
-                if r.status_code == 200:
-                    break
-                if r.json().get("status") == "error":
-                    raise RuntimeError(f"rank1-server failed to load: {r.json().get('message')}")
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"rank1-server not ready after {startup_timeout} s")
-            time.sleep(0.05)
         yield f"{root}/v1"
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def _wait_ready(root: str, thread: threading.Thread, app: Any, timeout: float) -> bool:
+    """True once /health is 200; False if the server thread exited (port taken)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if not thread.is_alive():
+            state = app.state.rank1
+            if state.load_error:
+                raise RuntimeError(f"rank1-server failed to load: {state.load_error}")
+            return False
+        try:
+            r = httpx.get(f"{root}/health", timeout=5)
+            if r.status_code == 200:
+                return True
+            if r.json().get("status") == "error":
+                raise RuntimeError(f"rank1-server failed to load: {r.json().get('message')}")
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"rank1-server not ready after {timeout} s")
+        time.sleep(0.05)
