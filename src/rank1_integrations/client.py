@@ -32,7 +32,14 @@ from .errors import JudgmentError, Rank1Error
 from .judgment import Judgment
 from .protocol import DEFAULT_MAX_PASSAGE_CHARS, build_prompt, truncate_passage
 from .retry import retrying
-from .transports import BatchTransport, ChatTransport, CompletionsTransport, JudgeCall, Transport
+from .transports import (
+    BatchTransport,
+    ChatTransport,
+    CompletionsTransport,
+    JudgeCall,
+    RerankTransport,
+    Transport,
+)
 from .transports.sdk import AnyOpenAI, Sdk
 
 __all__ = ["Rank1Client", "Mode", "OnError", "PassageInput", "DEFAULT_BASE_URL", "DEFAULT_MODEL"]
@@ -178,8 +185,6 @@ class Rank1Client:
             return CompletionsTransport(sdk, self.model, answer_token_ids=self.answer_token_ids)
         if self.mode == "chat":
             return ChatTransport(sdk, self.model)
-        from .transports.rerank import RerankTransport
-
         return RerankTransport(sdk, self.model)
 
     def _state(self) -> _LoopState:

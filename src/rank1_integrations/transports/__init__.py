@@ -3,5 +3,13 @@
 from .base import BatchTransport, JudgeCall, Transport
 from .chat import ChatTransport
 from .completions import CompletionsTransport
+from .rerank import RerankTransport
 
-__all__ = ["BatchTransport", "ChatTransport", "CompletionsTransport", "JudgeCall", "Transport"]
+__all__ = [
+    "BatchTransport",
+    "ChatTransport",
+    "CompletionsTransport",
+    "JudgeCall",
+    "RerankTransport",
+    "Transport",
+]
