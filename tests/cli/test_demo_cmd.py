@@ -63,3 +63,34 @@ def test_rank1_demo_command_runs_and_stops_its_server():
     assert out.count("reasoning: ") == 2 * TOP_N
     assert "1. 0." in out and " relevant " in out
     assert "the local server is stopped" in out
+
+
+def test_ctrl_c_stops_the_demo_and_its_server():
+    import os
+    import signal
+    from pathlib import Path
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rank1_integrations.cli", "demo"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        for line in proc.stdout:  # the server is up once the first ranking header shows
+            if line.startswith("=== LangChain"):
+                break
+        children_file = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        servers = [int(pid) for pid in children_file.read_text().split()]
+        assert servers, "rank1 demo should run rank1-server as a child process"
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert "interrupted" in rest
+    for pid in servers:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        raise AssertionError(f"rank1-server (pid {pid}) outlived the interrupted demo")
