@@ -263,14 +263,28 @@ class Rank1Client:
             raise JudgmentError(index, f"{type(exc).__name__}: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _cached(self, call: JudgeCall) -> Judgment | None:
+        """The cached judgment of ``call``'s prompt, given ``call``'s index.
+
+        ``truncated`` is ``call``'s own cut or the one the cached judgment records (the
+        same prompt reaches the server, so a cut the server made is made again).
+        """
+        if self.cache is None:
+            return None
+        hit = self.cache.get(self._key(call))
+        if hit is None:
+            return None
+        return hit.model_copy(
+            update={"index": call.index, "truncated": call.truncated or hit.truncated}
+        )
+
     async def _judge_call(self, call: JudgeCall) -> Judgment:
-        key = self._key(call) if self.cache is not None else ""
-        if self.cache is not None and (hit := self.cache.get(key)) is not None:
-            return hit.model_copy(update={"index": call.index, "truncated": call.truncated})
+        if (hit := self._cached(call)) is not None:
+            return hit
         async with self._state().semaphore:
             judgment = await self._with_retries(call.index, lambda: self.transport.judge(call))
         if self.cache is not None:
-            self.cache.put(key, judgment)
+            self.cache.put(self._key(call), judgment)
         return judgment
 
     async def _judge_batch(self, calls: list[JudgeCall]) -> list[Judgment | JudgmentError]:
@@ -279,10 +293,8 @@ class Rank1Client:
         results: list[Judgment | JudgmentError | None] = [None] * len(calls)
         todo: list[int] = []
         for i, call in enumerate(calls):
-            hit = self.cache.get(self._key(call)) if self.cache is not None else None
-            if hit is not None:
-                results[i] = hit.model_copy(update={"index": call.index})
-            else:
+            results[i] = self._cached(call)
+            if results[i] is None:
                 todo.append(i)
         if todo:
             batch = [calls[i] for i in todo]

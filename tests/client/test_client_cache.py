@@ -3,6 +3,8 @@ is a new request; failures are never cached; the memory cache is bounded."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 import respx
@@ -126,6 +128,28 @@ async def test_truncation_flag_survives_a_cache_hit(respx_mock: respx.MockRouter
     first = await client.ajudge("q", huge)
     second = await client.ajudge("q", huge)
     assert first.truncated and second.truncated
+
+
+def rerank_reply(request: httpx.Request) -> httpx.Response:
+    """rank1-server's /rerank: every document judged relevant and cut by the server."""
+    documents = json.loads(request.content)["documents"]
+    results = [
+        {"index": i, "relevance_score": 0.9, "relevant": True, "reasoning": "r",
+         "source": "answer_logprobs", "truncated": True, "reasoning_tokens": 3}
+        for i in range(len(documents))
+    ]
+    return httpx.Response(200, json={"results": results})
+
+
+@respx.mock
+async def test_server_cut_survives_a_cache_hit(respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.post(f"{BASE_URL}/rerank").mock(side_effect=rerank_reply)
+    client = make_client(mode="rerank")
+    first = await client.ajudge("q", "short")
+    assert first.truncated  # the server's cut, not the client's
+    assert (await client.ajudge("q", "short")).truncated
+    assert [j.truncated for j in await client.arerank("q", ["other", "short"])] == [True, True]
+    assert route.call_count == 2  # the second ajudge and 'short' in arerank were cached
 
 
 @respx.mock
