@@ -514,15 +514,12 @@ def _prompts(prompt: Any, model: LlamaModel) -> list[tuple[str | None, list[int]
         if isinstance(p, str):
             out.append((p, model.tokenize(p, add_special=True, parse_special=True)))
         else:
-            bad = [t for t in p if not 0 <= t < model.n_vocab]
-            if bad:
-                raise ApiError(400, f"token id {bad[0]} is outside the vocabulary "
-                               f"(0..{model.n_vocab - 1})", param=f"prompt.{i}")
-            out.append((None, list(p)))
+            out.append((None, list(_ids(model, p, f"prompt.{i}"))))
     return out
 
 
 def _ids(model: LlamaModel, ids: list[int] | None, param: str) -> tuple[int, ...] | None:
+    """``ids`` as a tuple, or a 400 naming ``param`` for the first id outside the vocabulary."""
     if ids is None:
         return None
     bad = [t for t in ids if not 0 <= t < model.n_vocab]
