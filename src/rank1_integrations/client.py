@@ -28,7 +28,7 @@ import httpx
 import openai
 
 from .cache import JudgmentCache, MemoryCache, cache_key
-from .errors import JudgmentError, Rank1Error
+from .errors import JudgmentError
 from .judgment import Judgment
 from .protocol import DEFAULT_MAX_PASSAGE_CHARS, build_prompt, truncate_passage
 from .retry import retrying
@@ -194,9 +194,9 @@ class Rank1Client:
         state = self._loops.get(loop)
         if state is None:
             injected = self._injected
-            owned = not isinstance(injected, (openai.AsyncOpenAI, openai.OpenAI))
             if isinstance(injected, (openai.AsyncOpenAI, openai.OpenAI)):
                 sdk_client: AnyOpenAI = injected
+                owned = False
             else:
                 options: dict[str, Any] = {
                     "base_url": self.base_url, "api_key": self.api_key,
@@ -255,10 +255,8 @@ class Rank1Client:
             async for attempt in retrying(self.max_retries, backoff=self.retry_backoff):
                 with attempt:
                     return await fn()
-        except Rank1Error as exc:
-            if isinstance(exc, JudgmentError):
-                raise
-            raise JudgmentError(index, f"{type(exc).__name__}: {exc}") from exc
+        except JudgmentError:
+            raise
         except Exception as exc:
             raise JudgmentError(index, f"{type(exc).__name__}: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
