@@ -23,7 +23,7 @@ from ..protocol import (
     verdict_from_text,
 )
 from .base import JudgeCall, Transport
-from .completions import TOP_LOGPROBS, _judgment
+from .completions import TOP_LOGPROBS, _judgment, _text_only
 from .logprobs import answer_at, find_answer_position, positions
 from .sdk import Sdk
 
@@ -91,7 +91,4 @@ class ChatTransport(Transport):
                 f"no true/false answer in the reply (finish_reason="
                 f"{choice.get('finish_reason')!r}): {text[-200:]!r}"
             )
-        return Judgment(
-            relevant=verdict, score=1.0 if verdict else 0.0,
-            source=VerdictSource.TEXT_ONLY, **fields,
-        )
+        return _text_only(verdict, **fields)

@@ -110,11 +110,7 @@ class CompletionsTransport(Transport):
                 return _judgment(reading, VerdictSource.ANSWER_LOGPROBS, **fields)
         if items is None and out["finish_reason"] == "stop" and out["stop_reason"] in STOP_STRINGS:
             # The host sent no logprobs at all: the matched stop string is the verdict.
-            relevant = out["stop_reason"] == STOP_STRINGS[0]
-            return Judgment(
-                relevant=relevant, score=1.0 if relevant else 0.0,
-                source=VerdictSource.TEXT_ONLY, **fields,
-            )
+            return _text_only(out["stop_reason"] == STOP_STRINGS[0], **fields)
         return await self._forced(call, out["text"], fields)
 
     async def _forced(self, call: JudgeCall, text: str, fields: dict[str, Any]) -> Judgment:
@@ -143,6 +139,14 @@ def _judgment(reading: AnswerReading, source: VerdictSource, **fields: Any) -> J
         score=reading.score,
         source=source,
         score_estimated=reading.estimated,
+        **fields,
+    )
+
+
+def _text_only(relevant: bool, **fields: Any) -> Judgment:
+    """A verdict read from the text alone: score 1.0 or 0.0, marked uncalibrated."""
+    return Judgment(
+        relevant=relevant, score=1.0 if relevant else 0.0, source=VerdictSource.TEXT_ONLY,
         **fields,
     )
 
