@@ -141,8 +141,8 @@ def final_order(
     head, tail = list(first_stage[:depth]), list(first_stage[depth:])
     judged = [d for d in head if d in judgments and judgments[d].ok]
     failed = [d for d in head if not (d in judgments and judgments[d].ok)]
-    position = {d: i for i, d in enumerate(head)}
-    judged.sort(key=lambda d: (-float(judgments[d].score or 0.0), position[d]))
+    # An ok judgment has a score; the sort is stable, so ties keep their first-stage order.
+    judged.sort(key=lambda d: -judgments[d].score)  # type: ignore[operator]
     return judged + failed + tail
 
 
