@@ -88,8 +88,9 @@ class GenParams:
     allowed_ids: tuple[int, ...] | None = None
     probe_ids: tuple[int, int] | None = None
     probe_after: tuple[int, ...] | None = None
-    #: Text that also marks a probe position when the rendered output ends with it
-    #: (catches a tag split into unusual pieces).
+    #: Text that also marks a probe position when the output text so far ends with it
+    #: (catches a tag split into unusual pieces; a special-token tag is in the text only
+    #: with ``skip_special_tokens=False``).
     probe_after_text: str | None = None
 
 
@@ -561,15 +562,7 @@ class Engine:
         if len(req.gen) >= len(after) and tuple(req.gen[-len(after) :]) == after:
             return True
         tag = req.params.probe_after_text
-        return bool(tag) and bool(req.gen) and self._rendered_tail(req.gen, len(tag)).endswith(tag)
-
-    def _rendered_tail(self, ids: list[int], n_chars: int) -> str:
-        out = b""
-        for t in reversed(ids):
-            out = self.model.piece(t, special=True) + out
-            if len(out) >= n_chars * 4:
-                break
-        return out.decode("utf-8", "ignore")
+        return bool(tag) and req.text.endswith(tag)  # the text so far renders req.gen
 
     def _append_text(self, req: _Request, token: int) -> tuple[str, str | None] | None:
         """Add the token's text; return a finish tuple when a stop string completed."""

@@ -151,6 +151,31 @@ def test_probe_reads_two_ids_from_full_logits(engine: Engine) -> None:
     assert gen.probe_index == 0
 
 
+def test_probe_after_text_marks_the_position_after_the_rendered_tag(engine: Engine) -> None:
+    """A tag the token sequence does not match (``probe_after`` never generated) is still
+    found in the output text: the probe reads the position right after it."""
+    prompt = engine.model.tokenize(PROMPTS[0])
+    plain = _run(engine, engine.generate(prompt, GenParams(
+        max_tokens=30, skip_special_tokens=False, logprobs=0,
+    )))
+    ids = plain.token_ids
+    prefixes = [engine.model.detokenize(ids[:j]) for j in range(len(ids))]
+    # The last 4 characters of some prefix that no other prefix ends with.
+    k, tag = next(
+        (j, text[-4:]) for j, text in enumerate(prefixes)
+        if len(text) >= 4 and sum(p.endswith(text[-4:]) for p in prefixes) == 1
+    )
+    a, b = ids[k], ids[0]
+    gen = _run(engine, engine.generate(prompt, GenParams(
+        max_tokens=30, skip_special_tokens=False, logprobs=0, logprob_ids=(a, b),
+        probe_ids=(a, b), probe_after=(-1,), probe_after_text=tag,
+    )))
+    assert gen.token_ids == ids
+    assert gen.probe_index == k
+    top = dict(gen.logprobs[k].top)
+    assert gen.probe == pytest.approx((top[a], top[b]))
+
+
 def test_limits(engine: Engine) -> None:
     with pytest.raises(PromptTooLong, match="exceed the context of one slot"):
         engine.check([1] * 500, GenParams(max_tokens=100))
