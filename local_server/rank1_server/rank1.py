@@ -262,7 +262,7 @@ class Rank1Judge:
             lt, lf = first.probe  # type: ignore[misc]
             source = VerdictSource.ANSWER_LOGPROBS
         else:
-            forced = forced_answer_prompt(prompt, first.text.split(THINK_END, 1)[0])
+            forced = forced_answer_prompt(prompt, first.text)  # cuts at </think> itself
             (second,) = await self.engine.generate_many(
                 [(self._tok(forced), self._forced_params())], priority=True
             )
