@@ -120,3 +120,13 @@ def test_progress_bar_on_stderr_for_long_inputs(server):
     assert result.returncode == 0
     assert len(rows(result.stdout)) == 30
     assert "30/30" in result.stderr
+
+
+@pytest.mark.parametrize("command", [["rerank", "q"], ["eval"]])
+def test_negative_max_retries_is_a_usage_error(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--max-retries", "-1"])
+    assert exit_info.value.code == 2
+    assert "argument --max-retries: expected a non-negative integer, got '-1'" in (
+        capsys.readouterr().err
+    )

@@ -12,20 +12,30 @@ __all__ = [
     "add_endpoint_options",
     "client_from_args",
     "fail",
+    "non_negative_int",
     "positive_int",
     "read_instruction",
 ]
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
+def _int_at_least(text: str, least: int, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _int_at_least(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _int_at_least(text, 0, "a non-negative integer")
 
 
 def read_instruction(value: str | None) -> str | None:
@@ -57,7 +67,7 @@ def add_endpoint_options(parser: argparse.ArgumentParser) -> None:
     )
     ep.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
     ep.add_argument(
-        "--max-retries", type=int, default=3, metavar="N",
+        "--max-retries", type=non_negative_int, default=3, metavar="N",
         help="further tries per judgment after a transient error (default 3)",
     )
 
