@@ -240,9 +240,7 @@ class Engine:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        for req in list(self._pending) + [s.req for s in self._slots if s.req]:
-            if not req.future.done():
-                req.future.set_exception(RuntimeError("the engine stopped"))
+        self._fail_unfinished("the engine stopped")
         self._pending.clear()
         self.ctx.close()
         self.model.close()
@@ -331,10 +329,14 @@ class Engine:
             log.exception("engine thread crashed")
             with self._cv:
                 self.crashed = f"{type(exc).__name__}: {exc}"
-            for req in list(self._pending) + [s.req for s in self._slots if s.req]:
-                if not req.future.done():
-                    req.future.set_exception(RuntimeError(f"engine crashed: {exc!r}"))
+            self._fail_unfinished(f"engine crashed: {exc!r}")
             raise
+
+    def _fail_unfinished(self, message: str) -> None:
+        """Fail every waiting and running request (once nothing can be submitted)."""
+        for req in list(self._pending) + [s.req for s in self._slots if s.req]:
+            if not req.future.done():
+                req.future.set_exception(RuntimeError(message))
 
     def _has_work(self) -> bool:
         return any(s.req is not None for s in self._slots)
