@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from ._common import add_endpoint_options, client_from_args, fail, positive_int, read_instruction
@@ -238,12 +237,9 @@ def _write_judgments(path: str, result: Any) -> None:
     """One JSON line per judged (query, document): rank, score, verdict, reasoning, error.
 
     Written to a temporary name and renamed, like the run file."""
-    import os
+    from ..evaluation.io import atomic_text_file
 
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_text_file(path) as fh:
         for qid, order in result.rankings.items():
             judged = result.judgments[qid]
             for rank, docid in enumerate(order, start=1):
@@ -253,4 +249,3 @@ def _write_judgments(path: str, result: Any) -> None:
                 row = {"qid": qid, "docid": docid, "rank": rank}
                 row.update(j.model_dump(mode="json", exclude={"index"}))
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, target)

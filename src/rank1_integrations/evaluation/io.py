@@ -20,6 +20,7 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -32,6 +33,7 @@ from typing import IO
 
 __all__ = [
     "Document",
+    "atomic_text_file",
     "InputFormatError",
     "ranked_docids",
     "read_corpus",
@@ -371,11 +373,28 @@ def write_trec_run(
                 raise ValueError(
                     f"TREC runs cannot hold ids with whitespace: query {qid!r}, document {docid!r}"
                 )
+    with atomic_text_file(path) as fh:
+        for qid, ranking in rankings.items():
+            for rank, (docid, score) in enumerate(ranking, start=1):
+                fh.write(f"{qid} Q0 {docid} {rank} {score!r} {tag}\n")
+
+
+@contextlib.contextmanager
+def atomic_text_file(path: PathLike) -> Iterator[IO[str]]:
+    """Open ``path`` for writing (UTF-8, parent directories created) under a temporary
+    name in the same directory, renamed to ``path`` once the block completes: a killed
+    run never leaves a half-written file behind.
+
+    >>> import tempfile, os
+    >>> target = os.path.join(tempfile.mkdtemp(), "out", "run.txt")
+    >>> with atomic_text_file(target) as fh:
+    ...     _ = fh.write("q1 Q0 d1 1 1.0 rank1\\n")
+    >>> open(target).read()
+    'q1 Q0 d1 1 1.0 rank1\\n'
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
-        for qid, ranking in rankings.items():
-            for rank, (docid, score) in enumerate(ranking, start=1):
-                fh.write(f"{qid} Q0 {docid} {rank} {score!r} {tag}\n")
+        yield fh
     os.replace(tmp, target)
