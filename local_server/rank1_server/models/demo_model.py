@@ -70,6 +70,14 @@ from pathlib import Path
 
 import numpy as np
 
+from rank1_integrations.protocol import (
+    ANSWER_FALSE,
+    ANSWER_TRUE,
+    THINK_END,
+    THINK_START,
+    build_prompt,
+)
+
 from .gguf_writer import LayerWeights, Qwen2Config, Qwen2Weights, write_qwen2_gguf
 from .vocab import TOKEN_CONTROL, Vocabulary, build_vocabulary, common_words
 
@@ -121,13 +129,13 @@ STOPWORDS = frozenset(
 )
 
 # The reasoning chain. Each token names its successor; " passage" branches on the overlap.
-_SHARED_HEAD = ["<think>", "\n", "The", " passage"]
+_SHARED_HEAD = [THINK_START, "\n", "The", " passage"]
 _BRANCH_YES = [" shares", " words", " with", " the", " query", ".\n"]
 _BRANCH_NO = [" does", " not", " mention", " those", " terms", ".\n"]
 _TAIL = ["This", " settles", " it", "."]
 #: ``</think>`` as one special token, or as the pieces plain Qwen2.5 splits it into.
-_THINK_END_TOKENS = {True: ["</think>"], False: ["</", "think", ">"]}
-_MARKERS = ("Query", "Passage", "<think>")
+_THINK_END_TOKENS = {True: [THINK_END], False: ["</", "think", ">"]}
+_MARKERS = ("Query", "Passage", THINK_START)
 
 # Scales (see the module docstring). Scores are in logits of attention / output units.
 _B = 1000.0  # bias channel value in the embeddings
@@ -202,8 +210,6 @@ class _Segments:
 
 def _segments(query: str, passage: str, *, title: str | None, instruction: str | None) -> _Segments:
     """The content words of the query and passage segments, split the way the model does."""
-    from rank1_integrations.protocol import build_prompt
-
     vocab = demo_vocabulary()
     keys = _content_keys()
     q_id, p_id, t_id = (vocab.token_id(m) for m in _MARKERS)
@@ -267,8 +273,8 @@ def expected_completion(
     """The text greedy decoding writes after the prompt, up to and including the answer."""
     relevant = expected_p_true(query, passage, title=title, instruction=instruction) > 0.5
     branch = _BRANCH_YES if relevant else _BRANCH_NO
-    answer = " true" if relevant else " false"
-    return "".join(_SHARED_HEAD[1:] + branch + _TAIL) + "</think>" + answer
+    answer = ANSWER_TRUE if relevant else ANSWER_FALSE
+    return "".join(_SHARED_HEAD[1:] + branch + _TAIL) + THINK_END + answer
 
 
 # --------------------------------------------------------------------------- weights
@@ -318,7 +324,7 @@ def _chain(think_end_special: bool) -> tuple[list[str], dict[str, str]]:
     The last chain token (``</think>`` or its last piece ``>``) is the answer position."""
     tail = _TAIL + _THINK_END_TOKENS[think_end_special]
     order: list[str] = []
-    for tok in _SHARED_HEAD + _BRANCH_YES + _BRANCH_NO + tail + [" true", " false"]:
+    for tok in _SHARED_HEAD + _BRANCH_YES + _BRANCH_NO + tail + [ANSWER_TRUE, ANSWER_FALSE]:
         if tok not in order:
             order.append(tok)
     nxt: dict[str, str] = {}
@@ -447,13 +453,14 @@ def _demo_weights(vocab: Vocabulary, lay: _Layout) -> tuple[Qwen2Weights, Qwen2C
             out[_tid(vocab, nxt[tok]), lay.slot(k)] = _LOGIT
     passage_slot = lay.slot(chain.index(" passage"))
     think_end_slot = lay.slot(chain.index(answer_position))
-    for yes, no, slot in ((" shares", " does", passage_slot), (" true", " false", think_end_slot)):
+    branches = ((" shares", " does", passage_slot), (ANSWER_TRUE, ANSWER_FALSE, think_end_slot))
+    for yes, no, slot in branches:
         for tok, sign in ((yes, 1.0), (no, -1.0)):
             t = _tid(vocab, tok)
             out[t, slot] = _LOGIT
             out[t, f("R")] = sign * ALPHA / 2
             out[t, lay.bias] = -sign * ALPHA * R0 / 2
-    for tok in (" true", " false"):
+    for tok in (ANSWER_TRUE, ANSWER_FALSE):
         out[vocab.eos_id, lay.slot(chain.index(tok))] = _LOGIT
 
     layers = [

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
 
+from rank1_integrations.protocol import ANSWER_FALSE, ANSWER_TRUE, THINK_END, THINK_START
+
 __all__ = [
     "QWEN2_SPLIT_REGEX",
     "SPECIAL_TOKENS",
@@ -51,8 +53,6 @@ QWEN2_SPLIT_REGEX = (
 ENDOFTEXT = "<|endoftext|>"
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
-THINK_START = "<think>"
-THINK_END = "</think>"
 #: Special tokens, in id order after the ordinary vocabulary.
 SPECIAL_TOKENS: tuple[str, ...] = (ENDOFTEXT, IM_START, IM_END, THINK_START, THINK_END)
 
@@ -66,9 +66,9 @@ TOKEN_UNUSED = 5
 _FRAME_TEXT = (
     "Determine if the following passage is relevant to the query. "
     "Answer only with 'true' or 'false'.\nQuery: q\nPassage: p\n",
-    " true",
-    " false",
-    "</think>",
+    ANSWER_TRUE,
+    ANSWER_FALSE,
+    THINK_END,
     ".\n",
     ".\n\n",
     "\n\n",
@@ -218,7 +218,7 @@ def build_vocabulary(
         tokenizer_json=tokenizer.to_str(),
         think_end_special=think_end_special,
     )
-    for must in (" true", " false"):
+    for must in (ANSWER_TRUE, ANSWER_FALSE):
         if result.token_id(must) is None:
             raise RuntimeError(f"vocabulary lacks the single token {must!r}")
     return result
