@@ -98,6 +98,16 @@ async def test_no_logprobs_gives_a_text_only_verdict(respx_mock: respx.MockRoute
 
 
 @respx.mock
+async def test_text_after_the_answer_word_keeps_the_verdict(respx_mock: respx.MockRouter) -> None:
+    # the protocol's rule: after </think>, the first answer word, whatever follows it
+    content = "<think>Covers it, though one may doubt it is true.</think> False. It is off topic."
+    mock(respx_mock, chat_reply(content=content, tokens=None))
+    judgment = await make_client().ajudge("q", "p")
+    assert (judgment.relevant, judgment.score, judgment.source) == (
+        False, 0.0, VerdictSource.TEXT_ONLY)
+
+
+@respx.mock
 async def test_no_logprobs_false_text_only(respx_mock: respx.MockRouter) -> None:
     mock(respx_mock, chat_reply(content="false", reasoning="Off topic.", tokens=None))
     judgment = await make_client().ajudge("q", "p")

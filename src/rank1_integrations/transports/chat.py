@@ -71,15 +71,14 @@ class ChatTransport(Transport):
         # ``</think>``, or no tag and no reasoning field in a reply cut by the budget) has
         # none, whatever words it holds: then no reasoning token (such as the word " true")
         # may be read as the verdict.
+        # Otherwise verdict_from_text applies the protocol's rule: after ``</think>``, the
+        # first answer word; without the tag, the last word.
         cut = choice.get("finish_reason") == "length"
-        if THINK_END in text:
-            answer_text = text.rsplit(THINK_END, 1)[1]
-        elif THINK_START in text or (cut and not message.get("reasoning")
-                                     and not message.get("reasoning_content")):
-            answer_text = ""
-        else:
-            answer_text = text
-        verdict = verdict_from_text(answer_text)
+        still_open = THINK_END not in text and (
+            THINK_START in text
+            or (cut and not message.get("reasoning") and not message.get("reasoning_content"))
+        )
+        verdict = None if still_open else verdict_from_text(text)
         items = positions(choice.get("logprobs"))
         if items and verdict is not None:
             position = find_answer_position(items)
