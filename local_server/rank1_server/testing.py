@@ -15,7 +15,6 @@ frees the model) on exit. Options are :class:`~rank1_server.app.ServerConfig` fi
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -25,14 +24,9 @@ from typing import Any
 
 import httpx
 
+from rank1_integrations.testing import free_port
+
 __all__ = ["running_server", "free_port"]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
