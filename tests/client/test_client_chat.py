@@ -48,6 +48,7 @@ async def test_request_body(respx_mock: respx.MockRouter) -> None:
     assert body["top_logprobs"] == 20
     assert body["max_tokens"] == 64
     assert body["skip_special_tokens"] is False
+    assert "extra_body" not in body  # merged into the body, not sent as a field
 
 
 @respx.mock

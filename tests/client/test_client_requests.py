@@ -36,6 +36,7 @@ async def test_completions_body(respx_mock: respx.MockRouter) -> None:
     assert body["max_tokens"] == 777
     assert body["stop"] == ["</think> true", "</think> false"]
     assert body["skip_special_tokens"] is False
+    assert "extra_body" not in body  # merged into the body, not sent as a field
     assert "messages" not in body and not body.get("stream")
     assert request.headers["authorization"] == "Bearer sk-test"
 

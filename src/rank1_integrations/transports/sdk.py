@@ -75,7 +75,8 @@ class Sdk:
         is kept (no typed model in between): it is the server's own fields, extras
         included, and parsing typed models costs more CPU than the rest of a judgment.
         """
-        body = {**params, **params.pop("extra_body", {})}
+        extra_body = params.pop("extra_body", {})  # first: ``**params`` must not hold it
+        body = {**params, **extra_body}
         path = "/completions" if endpoint == "completions" else "/chat/completions"
         return await self.post(path, body)
 
