@@ -42,6 +42,7 @@ __all__ = [
     "normalise_answer_token",
     "read_answer",
     "score_from_logprobs",
+    "token_id_in_key",
     "truncate_passage",
     "verdict_from_text",
 ]
@@ -209,6 +210,16 @@ def normalise_answer_token(token: str) -> str | None:
 _TOKEN_ID_KEY = re.compile(r"^token_id:(\d+)$")
 
 
+def token_id_in_key(key: str) -> int | None:
+    """The id of a logprob key a server wrote as ``"token_id:N"``, else ``None``.
+
+    >>> token_id_in_key("token_id:830"), token_id_in_key(" true")
+    (830, None)
+    """
+    m = _TOKEN_ID_KEY.match(key)
+    return int(m.group(1)) if m else None
+
+
 @dataclass(frozen=True)
 class AnswerReading:
     """The verdict read at an answer position.
@@ -253,8 +264,11 @@ def read_answer(
         if isinstance(key, int):
             answer = (answer_ids or {}).get(key)
         else:
-            m = _TOKEN_ID_KEY.match(key)
-            answer = (answer_ids or {}).get(int(m.group(1))) if m else normalise_answer_token(key)
+            token_id = token_id_in_key(key)
+            answer = (
+                normalise_answer_token(key) if token_id is None
+                else (answer_ids or {}).get(token_id)
+            )
         if answer is not None and value > found.get(answer, -math.inf):
             found[answer] = value
     if not found:

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +20,7 @@ from ..protocol import (
     AnswerReading,
     normalise_answer_token,
     read_answer,
+    token_id_in_key,
 )
 
 __all__ = ["Position", "positions", "answer_at", "find_answer_position", "is_answer_token"]
@@ -69,9 +69,6 @@ def answer_at(
     return read_answer(position.top, answer_ids=ids)
 
 
-_TOKEN_ID = re.compile(r"^token_id:(\d+)$")
-
-
 def is_answer_token(position: Position, answer_ids: tuple[int, int] | None = None) -> bool:
     """True when the token generated at ``position`` is an answer token: its text is an
     answer word, or (with ``answer_ids``) its id, given as ``id`` or ``"token_id:N"``, is
@@ -82,8 +79,7 @@ def is_answer_token(position: Position, answer_ids: tuple[int, int] | None = Non
         return False
     if position.token_id is not None:
         return position.token_id in answer_ids
-    m = _TOKEN_ID.match(position.token)
-    return m is not None and int(m.group(1)) in answer_ids
+    return token_id_in_key(position.token) in answer_ids
 
 
 def find_answer_position(items: Sequence[Position]) -> Position | None:
