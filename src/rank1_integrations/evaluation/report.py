@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..protocol import VerdictSource
 from .metrics import Evaluation
 from .runner import CountingCache, RerankResult
 
@@ -56,7 +57,7 @@ def build_report(
         }
     every = [j for docs in result.judgments.values() for j in docs.values() if j.ok]
     tokens = [j.reasoning_tokens for j in every]
-    sources = {"answer_logprobs": 0, "forced_answer": 0, "text_only": 0, "failed": 0}
+    sources = {**{source.value: 0 for source in VerdictSource}, "failed": 0}
     sources.update(result.sources())
     return {
         "depth": depth,
