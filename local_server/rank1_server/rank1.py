@@ -221,11 +221,7 @@ class Rank1Judge:
 
         async def finish(i: int) -> Judgment:
             prompt, _, truncated = prepared[i]
-            try:
-                first = await asyncio.wrap_future(futures[i])
-            except asyncio.CancelledError:
-                self.engine.cancel(futures[i])
-                raise
+            first = await asyncio.wrap_future(futures[i])  # cancelled below on any failure
             judgment = await self._verdict(i, prompt, first, truncated, usage)
             if self.on_judgment is not None:
                 self.on_judgment(time.perf_counter() - start)
