@@ -94,3 +94,12 @@ def test_ctrl_c_stops_the_demo_and_its_server():
         except ProcessLookupError:
             continue
         raise AssertionError(f"rank1-server (pid {pid}) outlived the interrupted demo")
+
+
+def test_llamaindex_pipeline_leaves_the_global_settings_alone(demo_server):
+    from llama_index.core import Settings
+
+    corpus, queries = demo_data()
+    before = Settings._llm  # what the caller set (None: not resolved yet)
+    run_llamaindex(demo_server, None, corpus, [queries[0]["text"]])
+    assert Settings._llm is before

@@ -126,7 +126,7 @@ def run_llamaindex(
 ) -> dict[str, list[dict[str, Any]]]:
     """Rerank inside a ``VectorStoreIndex`` query engine (with a mock LLM: the demo shows
     retrieval and reranking, not generation); same result shape as :func:`run_langchain`."""
-    from llama_index.core import Settings, VectorStoreIndex
+    from llama_index.core import VectorStoreIndex
     from llama_index.core.embeddings import BaseEmbedding
     from llama_index.core.llms import MockLLM
     from llama_index.core.schema import TextNode
@@ -148,7 +148,6 @@ def run_llamaindex(
                  excluded_embed_metadata_keys=["title"])
         for d in corpus
     ]
-    Settings.llm = MockLLM(max_tokens=8)
     index = VectorStoreIndex(nodes, embed_model=BagOfWords())
     reranker = Rank1Rerank(base_url=base_url, model=model, top_n=TOP_N, include_reasoning=True)
     engine = index.as_query_engine(
