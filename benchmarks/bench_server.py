@@ -42,6 +42,7 @@ from rank1_server.testing import free_port
 
 from rank1_integrations import Rank1Client
 from rank1_integrations.judgment import Judgment
+from rank1_integrations.protocol import ANSWER_FALSE, ANSWER_TRUE, VerdictSource
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERY = "how do tides form along the coast"
@@ -110,8 +111,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 def tokens(judgments: list[Judgment]) -> int:
     """Generated tokens: the reasoning, plus one per forced answer."""
-    return sum(j.reasoning_tokens + (1 if j.source and j.source.value == "forced_answer" else 0)
-               for j in judgments)
+    return sum(j.reasoning_tokens + int(j.source is VerdictSource.FORCED_ANSWER) for j in judgments)
 
 
 def run(label: str, fn) -> dict:
@@ -151,7 +151,7 @@ def main() -> None:
         print(f"wrote {model.name} (8 layers x 512, 151,936 logits, {args.dtype}) in "
               f"{time.perf_counter() - t:.1f} s")
     vocab = build_vocabulary(think_end_special=True)
-    answer_ids = (vocab.token_id(" true"), vocab.token_id(" false"))
+    answer_ids = (vocab.token_id(ANSWER_TRUE), vocab.token_id(ANSWER_FALSE))
     docs = passages(args.n)
     n_ctx = 512
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
