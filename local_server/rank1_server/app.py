@@ -396,9 +396,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         engine = state.ready()
         model = engine.model
         _refuse_unsupported(body)
-        k = body.top_logprobs if body.logprobs else None
-        if body.logprobs and k is None:
-            k = 0
+        k = (body.top_logprobs or 0) if body.logprobs else None
         if k is not None and k > MAX_LOGPROBS:
             raise ApiError(400, f"top_logprobs must be at most {MAX_LOGPROBS}",
                            param="top_logprobs")
