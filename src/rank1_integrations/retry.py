@@ -5,6 +5,7 @@ that this is the only policy."""
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 
 import httpx
@@ -37,9 +38,11 @@ def retry_after_seconds(exc: BaseException) -> float | None:
     headers = response.headers
     if (ms := headers.get("retry-after-ms")) is not None:
         try:
-            return min(max(float(ms) / 1000.0, 0.0), MAX_RETRY_AFTER)
+            wait = _bounded(float(ms) / 1000.0)
         except ValueError:
-            pass
+            wait = None
+        if wait is not None:
+            return wait  # else Retry-After may still say
     value = headers.get("retry-after")
     if value is None:
         return None
@@ -53,6 +56,14 @@ def retry_after_seconds(exc: BaseException) -> float | None:
         if parsed is None:
             return None
         seconds = parsed.timestamp() - time.time()
+    return _bounded(seconds)
+
+
+def _bounded(seconds: float) -> float | None:
+    """A server's wait clamped to [0, MAX_RETRY_AFTER]; ``None`` (use the backoff) for NaN,
+    which would otherwise slip through the clamp as a zero wait."""
+    if math.isnan(seconds):
+        return None
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 

@@ -43,6 +43,9 @@ def test_retry_after_forms() -> None:
     assert retry_after_seconds(status_error(429, {"retry-after-ms": "250"})) == 0.25
     assert retry_after_seconds(status_error(429, {"Retry-After": "-3"})) == 0.0
     assert retry_after_seconds(status_error(429, {"Retry-After": "never"})) is None
+    assert retry_after_seconds(status_error(429, {"Retry-After": "nan"})) is None
+    assert retry_after_seconds(status_error(429, {"retry-after-ms": "NaN"})) is None
+    assert retry_after_seconds(status_error(429, {"Retry-After": "inf"})) == 60.0
     assert retry_after_seconds(status_error(429)) is None
     assert retry_after_seconds(ValueError("no response")) is None
 
