@@ -90,6 +90,21 @@ async def test_think_tags_in_content(respx_mock: respx.MockRouter) -> None:
 
 
 @respx.mock
+async def test_score_read_at_the_answer_word_not_a_later_one(respx_mock: respx.MockRouter) -> None:
+    content = "<think>Off topic.</think> false. It is not true"
+    tokens = [("<think>", [("<think>", -0.01)]), ("Off", [("Off", -0.1)]),
+              (" topic.", [(" topic.", -0.1)]), ("</think>", [("</think>", -0.1)]),
+              (" false", [(" false", -0.2), (" true", -1.7)]), (".", [(".", -0.1)]),
+              (" It is not", [(" It is not", -0.1)]),
+              (" true", [(" true", -0.3), (" false", -1.4)])]
+    mock(respx_mock, chat_reply(content=content, tokens=tokens))
+    judgment = await make_client().ajudge("q", "p")
+    assert judgment.source is VerdictSource.ANSWER_LOGPROBS
+    assert judgment.relevant is False
+    assert judgment.score == pytest.approx(sigmoid_of(-1.7, -0.2))
+
+
+@respx.mock
 async def test_no_logprobs_gives_a_text_only_verdict(respx_mock: respx.MockRouter) -> None:
     mock(respx_mock, chat_reply(content="<think>Covers it.</think> True", tokens=None))
     judgment = await make_client().ajudge("q", "p")

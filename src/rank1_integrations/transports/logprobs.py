@@ -17,6 +17,7 @@ from typing import Any
 from ..protocol import (
     ANSWER_FALSE,
     ANSWER_TRUE,
+    THINK_END,
     AnswerReading,
     normalise_answer_token,
     read_answer,
@@ -83,9 +84,19 @@ def is_answer_token(position: Position, answer_ids: tuple[int, int] | None = Non
 
 
 def find_answer_position(items: Sequence[Position]) -> Position | None:
-    """The last position whose chosen token is an answer word (chat replies end with it,
-    maybe followed by an end-of-turn token or punctuation)."""
-    for position in reversed(items):
-        if normalise_answer_token(position.token) is not None:
+    """The position of the answer word, by :func:`~rank1_integrations.protocol.verdict_from_text`'s
+    rule: the first answer token after the last ``</think>`` in the tokens' text; without
+    the tag, the last answer token (chat replies end with it, maybe followed by an
+    end-of-turn token or punctuation)."""
+    think_end = "".join(p.token for p in items).rfind(THINK_END)
+    if think_end == -1:
+        for position in reversed(items):
+            if normalise_answer_token(position.token) is not None:
+                return position
+        return None
+    after, offset = think_end + len(THINK_END), 0
+    for position in items:
+        if offset >= after and normalise_answer_token(position.token) is not None:
             return position
+        offset += len(position.token)
     return None
