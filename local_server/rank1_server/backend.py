@@ -194,6 +194,13 @@ class LlamaContext:
         kv_unified: bool = False,
         flash_attn: bool = False,
     ) -> None:
+        if n_batch < n_seq:
+            # llama.cpp aborts the process (GGML_ASSERT on n_outputs_max) for such a context.
+            raise ValueError(
+                f"the batch size ({n_batch}) must be at least the number of slots ({n_seq}): "
+                "each decode step holds one token per generating slot; raise --batch-size "
+                "or lower --parallel"
+            )
         lib = model._lib
         self._lib = lib
         self.model = model

@@ -176,6 +176,16 @@ def test_probe_after_text_marks_the_position_after_the_rendered_tag(engine: Engi
     assert gen.probe == pytest.approx((top[a], top[b]))
 
 
+def test_batch_smaller_than_the_slots_is_refused(random_model: Path) -> None:
+    """llama.cpp would abort the whole process on such a context: a clear error instead."""
+    model = LlamaModel.load(random_model, n_gpu_layers=0)
+    try:
+        with pytest.raises(ValueError, match=r"batch size \(2\) must be at least .* slots \(4\)"):
+            LlamaContext(model, n_seq=4, n_ctx_per_seq=256, n_batch=2)
+    finally:
+        model.close()
+
+
 def test_limits(engine: Engine) -> None:
     with pytest.raises(PromptTooLong, match="exceed the context of one slot"):
         engine.check([1] * 500, GenParams(max_tokens=100))
