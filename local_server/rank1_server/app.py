@@ -25,6 +25,7 @@ import logging
 import os
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -205,11 +206,21 @@ class _Guard:
             await send(message)
 
         limit = self.state.config.max_body_bytes
-        length = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
         try:
+            too_large = None
             if length is not None and length.isdigit() and int(length) > limit:
+                too_large = f"{int(length)} bytes"
+            elif length is None and b"transfer-encoding" in headers:
+                # A chunked body announces no size: read it here, up to the limit.
+                received, over = await _read_body(receive, limit)
+                if over:
+                    too_large = f"over {limit} bytes"
+                receive = _replay(received, receive)
+            if too_large is not None:
                 response = _error_response(
-                    413, f"the request body has {int(length)} bytes; the limit is {limit}",
+                    413, f"the request body has {too_large}; the limit is {limit}",
                     "invalid_request_error", None, "request_too_large",
                 )
                 await response(scope, receive, send_wrapper)
@@ -217,6 +228,33 @@ class _Guard:
             await self.app(scope, receive, send_wrapper)
         finally:
             self.state.metrics.requests.labels(endpoint=endpoint, status=str(status["code"])).inc()
+
+
+async def _read_body(receive: Any, limit: int) -> tuple[list[dict], bool]:
+    """The ASGI messages of a request body, read until its end or until it has more than
+    ``limit`` bytes; and whether it went over."""
+    messages: list[dict] = []
+    total = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return messages, False
+        total += len(message.get("body", b""))
+        if total > limit:
+            return messages, True
+        if not message.get("more_body", False):
+            return messages, False
+
+
+def _replay(messages: list[dict], receive: Any) -> Callable[[], Awaitable[dict]]:
+    """An ASGI ``receive`` that gives ``messages`` again, then the live ones."""
+    pending = deque(messages)
+
+    async def replay() -> dict:
+        return pending.popleft() if pending else await receive()
+
+    return replay
 
 
 async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:

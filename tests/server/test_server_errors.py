@@ -5,6 +5,7 @@ disconnects frees its slot."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -103,6 +104,27 @@ def test_oversized_body_413(keyed_server: str) -> None:
     r = httpx.post(f"{keyed_server}/completions", json={"prompt": "x" * 20_000},
                    headers={"Authorization": "Bearer sekrit"})
     assert _error(r, 413)["code"] == "request_too_large"
+
+
+def test_oversized_chunked_body_413(keyed_server: str) -> None:
+    """A body sent without Content-Length (chunked) is held to the same limit; one under
+    it still reaches the route."""
+    headers = {"Authorization": "Bearer sekrit", "Content-Type": "application/json"}
+
+    def chunked(body: dict) -> Iterator[bytes]:
+        data = json.dumps(body).encode()
+        for i in range(0, len(data), 100):
+            yield data[i : i + 100]
+
+    r = httpx.post(f"{keyed_server}/completions", headers=headers,
+                   content=chunked({"prompt": "x" * 20_000}))
+    err = _error(r, 413)
+    assert err["code"] == "request_too_large"
+    assert "over 10000 bytes" in err["message"]
+    ok = httpx.post(f"{keyed_server}/completions", headers=headers,
+                    content=chunked({"prompt": "x y " * 50, "max_tokens": 2}))
+    assert ok.status_code == 200, ok.text
+    assert len(ok.json()["choices"]) == 1
 
 
 # --------------------------------------------------------------------------- queue, disconnect
