@@ -261,15 +261,13 @@ class Rank1Client:
             raise JudgmentError(index, f"{type(exc).__name__}: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _cached(self, call: JudgeCall) -> Judgment | None:
-        """The cached judgment of ``call``'s prompt, given ``call``'s index.
+    def _cached(self, call: JudgeCall, key: str) -> Judgment | None:
+        """The judgment cached under ``key`` (``call``'s), given ``call``'s index.
 
         ``truncated`` is ``call``'s own cut or the one the cached judgment records (the
         same prompt reaches the server, so a cut the server made is made again).
         """
-        if self.cache is None:
-            return None
-        hit = self.cache.get(self._key(call))
+        hit = self.cache.get(key) if self.cache is not None else None
         if hit is None:
             return None
         return hit.model_copy(
@@ -277,12 +275,13 @@ class Rank1Client:
         )
 
     async def _judge_call(self, call: JudgeCall) -> Judgment:
-        if (hit := self._cached(call)) is not None:
+        key = self._key(call) if self.cache is not None else ""
+        if (hit := self._cached(call, key)) is not None:
             return hit
         async with self._state().semaphore:
             judgment = await self._with_retries(call.index, lambda: self.transport.judge(call))
         if self.cache is not None:
-            self.cache.put(self._key(call), judgment)
+            self.cache.put(key, judgment)
         return judgment
 
     async def _judge_batch(self, calls: list[JudgeCall]) -> list[Judgment | JudgmentError]:
@@ -290,8 +289,9 @@ class Rank1Client:
         assert isinstance(self.transport, BatchTransport)
         results: list[Judgment | JudgmentError | None] = [None] * len(calls)
         todo: list[int] = []
+        keys = [self._key(call) if self.cache is not None else "" for call in calls]
         for i, call in enumerate(calls):
-            results[i] = self._cached(call)
+            results[i] = self._cached(call, keys[i])
             if results[i] is None:
                 todo.append(i)
         if todo:
@@ -306,7 +306,7 @@ class Rank1Client:
             for i, judgment in zip(todo, judged, strict=True):
                 results[i] = judgment
                 if isinstance(judgment, Judgment) and self.cache is not None:
-                    self.cache.put(self._key(calls[i]), judgment)
+                    self.cache.put(keys[i], judgment)
         return results  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ public API
