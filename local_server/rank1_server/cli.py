@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", "-t", type=int, default=None,
                    help="CPU threads for llama.cpp (default: half the cores, at least 1)")
     p.add_argument("--batch-size", "-b", type=int, default=512,
-                   help="tokens per decode step (default 512)")
+                   help="tokens per decode step, at least --parallel (default 512)")
     p.add_argument("--api-key", default=os.environ.get("RANK1_SERVER_API_KEY"),
                    help="require 'Authorization: Bearer KEY' on /v1 (env RANK1_SERVER_API_KEY)")
     p.add_argument("--max-queue", type=int, default=512,
