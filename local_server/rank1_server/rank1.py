@@ -36,6 +36,7 @@ from rank1_integrations.protocol import (
     build_prompt,
     extract_reasoning,
     forced_answer_prompt,
+    is_relevant,
     score_from_logprobs,
     truncate_passage,
 )
@@ -268,4 +269,4 @@ class Rank1Judge:
             lt, lf = second.probe
             source = VerdictSource.FORCED_ANSWER
         score = score_from_logprobs(lt, lf)
-        return Judgment(relevant=score >= 0.5, score=score, source=source, **fields)
+        return Judgment(relevant=is_relevant(score), score=score, source=source, **fields)

@@ -39,6 +39,7 @@ __all__ = [
     "clean_reasoning",
     "extract_reasoning",
     "forced_answer_prompt",
+    "is_relevant",
     "normalise_answer_token",
     "read_answer",
     "score_from_logprobs",
@@ -184,6 +185,12 @@ def score_from_logprobs(logprob_true: float, logprob_false: float) -> float:
         return 1.0 / (1.0 + math.exp(-diff))
     e = math.exp(diff)
     return e / (1.0 + e)
+
+
+def is_relevant(score: float) -> bool:
+    """The verdict a score stands for: relevant when P(true) >= 0.5 (``true`` is at least
+    as likely as ``false``)."""
+    return score >= 0.5
 
 
 def normalise_answer_token(token: str) -> str | None:

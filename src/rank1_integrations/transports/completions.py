@@ -24,6 +24,7 @@ from ..protocol import (
     VerdictSource,
     extract_reasoning,
     forced_answer_prompt,
+    is_relevant,
 )
 from .base import JudgeCall, Transport
 from .logprobs import Position, answer_at, is_answer_token, positions
@@ -135,7 +136,7 @@ class CompletionsTransport(Transport):
 
 def _judgment(reading: AnswerReading, source: VerdictSource, **fields: Any) -> Judgment:
     return Judgment(
-        relevant=reading.score >= 0.5,
+        relevant=is_relevant(reading.score),
         score=reading.score,
         source=source,
         score_estimated=reading.estimated,

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import NoVerdictError, Rank1Error
 from ..judgment import Judgment
-from ..protocol import VerdictSource
+from ..protocol import VerdictSource, is_relevant
 from .base import BatchTransport, JudgeCall
 from .sdk import Sdk
 
@@ -86,7 +86,7 @@ def _judgment(call: JudgeCall, item: dict[str, Any]) -> Judgment:
     relevant = item.get("relevant")
     return Judgment(
         index=call.index,
-        relevant=bool(relevant) if relevant is not None else score >= 0.5,
+        relevant=bool(relevant) if relevant is not None else is_relevant(score),
         score=score,
         reasoning=item.get("reasoning") or "",
         source=VerdictSource(source),
