@@ -1,0 +1,73 @@
+"""The client on recorded responses of the real servers (tests/client/recorded/*.json,
+re-recorded by scripts/record_fixtures.sh from rank1-server, llama.cpp's llama-server and
+llama-cpp-python's server on the demo model and SmolLM2 Q4_1).
+
+Each recording replays offline: the client must send exactly the recorded requests and
+make the recorded judgments of the recorded answers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rank1_integrations import Judgment, Rank1Client
+from rank1_integrations.testing.recording import ReplayTransport
+
+RECORDED = Path(__file__).parent / "recorded"
+EXPECTED = sorted(
+    f"{kind}-{model}-{mode}.json"
+    for kind, modes in {
+        "rank1-server": ("completions", "chat", "rerank"),
+        "llama-server": ("completions", "chat"),
+        "llama-cpp-python": ("completions", "chat"),
+    }.items()
+    for model in ("demo", "smollm2")
+    for mode in modes
+)
+
+
+def _load(name: str) -> dict:
+    return json.loads((RECORDED / name).read_text())
+
+
+def test_every_server_model_and_mode_is_recorded():
+    assert sorted(p.name for p in RECORDED.glob("*.json")) == EXPECTED
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+async def test_replay_gives_the_recorded_judgments(name):
+    data = _load(name)
+    replay = ReplayTransport(data["exchanges"])
+    async with httpx.AsyncClient(transport=replay) as http:
+        client = Rank1Client(
+            data["base_url"], model=data["model_name"], mode=data["mode"],
+            max_reasoning_tokens=data["max_reasoning_tokens"], cache=None, on_error="keep",
+            concurrency=1, max_retries=0, client=http,
+        )
+        judgments = await client.arerank(data["query"], data["passages"])
+    want = [Judgment.model_validate(j) for j in data["judgments"]]
+    assert [j.model_dump() for j in judgments] == [j.model_dump() for j in want]
+    assert replay.unused == 0
+
+
+def test_llama_server_streams_the_answer_token_with_empty_text():
+    """What the recordings show of llama-server (and the client must read): in a streamed
+    completion, the token that completes ``</think> true`` has ``"token": ""``; its text is
+    in its own top_logprobs entry (same id) and in ``bytes``."""
+    data = _load("llama-server-demo-completions.json")
+    entries = []
+    for exchange in data["exchanges"]:
+        body = exchange["response"]["body"]
+        for line in body.splitlines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                for choice in json.loads(line[6:]).get("choices") or []:
+                    entries += (choice.get("logprobs") or {}).get("content") or []
+    answers = [e for e in entries if e["token"] == "" and any(
+        alt["id"] == e["id"] and alt["token"] in (" true", " false")
+        for alt in e.get("top_logprobs") or [])]
+    assert answers, "no streamed answer entry with empty token text in the recording"
+    for entry in answers:
+        assert bytes(entry["bytes"]).decode() in (" true", " false")

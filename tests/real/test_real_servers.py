@@ -1,0 +1,147 @@
+"""Rank1Client against each real server, held to llama.cpp's own logits.
+
+For every server and client mode it supports, on the demo model (its chains end on
+``</think> true|false``) and on SmolLM2 Q4_1 (a real quantized model that never closes its
+reasoning, so every verdict is the forced answer): the judgment's source, score and
+reasoning agree with :class:`~tests.real.reference.ReferenceModel` on the same prompt,
+within 2e-3. What a server can report decides the expected score:
+
+* rank1-server reads the two answers by id from the full logits (``/v1/rerank``, and
+  ``/v1/completions`` with ``logprob_token_ids``): the exact two-way softmax;
+* llama-server and llama-cpp-python list a top-20: the expected reading is
+  :func:`~rank1_integrations.protocol.read_answer` applied to the reference's top-20 at
+  the same position (exact, estimated from one answer, or no verdict at all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rank1_integrations import Rank1Client
+from rank1_integrations.protocol import ANSWER_FALSE, ANSWER_TRUE, build_prompt, read_answer
+
+from .conftest import MODEL_NAME, RealServer
+from .reference import ReferenceJudgment, ReferenceModel
+
+DEMO_DIR = Path(__file__).resolve().parents[2] / "local_server" / "rank1_server" / "demo"
+TOLERANCE = 2e-3
+
+#: (server, mode) pairs the client supports; chat is tested for transport health only
+#: (rank1 has no chat training: its chat replies are not the reference's chain).
+COMPARED = [
+    ("rank1-server", "completions"),
+    ("rank1-server", "rerank"),
+    ("llama-server", "completions"),
+    ("llama-cpp-python", "completions"),
+]
+MODELS = ["demo", "smollm2"]
+
+
+def _corpus() -> dict[str, str]:
+    with open(DEMO_DIR / "corpus.jsonl") as f:
+        return {d["id"]: d["text"] for d in map(json.loads, f)}
+
+
+QUERY = "how do bees make honey from nectar"
+PASSAGE_IDS = ["bees-2", "bees-1", "volcano-1", "chess-1"]
+
+
+def _passages() -> list[str]:
+    corpus = _corpus()
+    ids = [i for i in PASSAGE_IDS if i in corpus]
+    ids += [i for i in corpus if i not in ids][: 4 - len(ids)]
+    return [corpus[i] for i in ids]
+
+
+def expected_score(server: RealServer, ref_model: ReferenceModel, ref: ReferenceJudgment):
+    """``(score, estimated)`` the client should report from this server, or ``None`` for
+    no verdict."""
+    if server.kind == "rank1-server":
+        return ref.score, False
+    top: list[tuple[str | int, float]] = []
+    for token_id, logprob in ref.top(20):
+        top.append((ref_model.piece(token_id).decode("utf-8", "replace"), logprob))
+        if server.kind == "llama-server":  # its entries carry ids as well as text
+            top.append((token_id, logprob))
+    ids = {ref_model.true_id: ANSWER_TRUE, ref_model.false_id: ANSWER_FALSE}
+    reading = read_answer(top, answer_ids=ids if server.kind == "llama-server" else None)
+    return None if reading is None else (reading.score, reading.estimated)
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize(("kind", "mode"), COMPARED)
+def test_judgments_match_llama_cpp_logits(start_server, references, kind, mode, model):
+    server = start_server(kind, model)
+    ref_model = references(model)
+    passages = _passages()
+    with Rank1Client(
+        server.base_url, model=MODEL_NAME, mode=mode, max_reasoning_tokens=server.budget,
+        cache=None, on_error="keep", concurrency=1,
+    ) as client:
+        judgments = client.rerank(QUERY, passages)
+    assert [j.index for j in judgments] == list(range(len(passages)))
+    for judgment, passage in zip(judgments, passages, strict=True):
+        ref = ref_model.judge(build_prompt(QUERY, passage), budget=server.budget)
+        want = expected_score(server, ref_model, ref)
+        where = f"{kind}/{mode}/{model}: {passage[:40]!r}"
+        if want is None:
+            assert judgment.score is None and judgment.error, where
+            continue
+        assert judgment.error is None, f"{where}: {judgment.error}"
+        assert judgment.source is not None and judgment.source.value == ref.source, where
+        assert judgment.score == pytest.approx(want[0], abs=TOLERANCE), where
+        assert judgment.score_estimated == want[1], where
+        assert judgment.reasoning == ref.reasoning, where
+    if model == "demo":  # the demo model always closes its chain with an answer
+        assert {j.source.value for j in judgments} == {"answer_logprobs"}
+    else:  # SmolLM2 never does: every verdict is forced
+        assert all(j.source is None or j.source.value == "forced_answer" for j in judgments)
+
+
+@pytest.mark.parametrize("kind", ["rank1-server", "llama-server", "llama-cpp-python"])
+async def test_demo_model_one_request_per_judgment(start_server, kind):
+    """On the demo model every server gives the verdict from the answer's logprobs in the
+    first request: no repeat, no forced answer."""
+    server = start_server(kind, "demo")
+    seen: list[str] = []
+
+    async def count(request: httpx.Request) -> None:
+        if request.url.path.endswith("/completions"):
+            seen.append(request.url.path)
+
+    http = httpx.AsyncClient(event_hooks={"request": [count]}, timeout=120)
+    async with http:
+        client = Rank1Client(
+            server.base_url, model=MODEL_NAME, max_reasoning_tokens=server.budget,
+            cache=None, client=http, concurrency=2,
+        )
+        judgments = await client.arerank(QUERY, _passages())
+    assert [j.source.value for j in judgments] == ["answer_logprobs"] * len(judgments)
+    assert len(seen) == len(judgments), seen
+
+
+@pytest.mark.parametrize("mode", ["completions", "chat"])
+@pytest.mark.parametrize("kind", ["rank1-server", "llama-server", "llama-cpp-python"])
+def test_many_judgments_on_keep_alive_connections(start_server, kind, mode):
+    """Many judgments in a row through the client's default HTTP stack (pooled keep-alive
+    connections), sync and async: none fails."""
+    server = start_server(kind, "demo")
+    corpus = list(_corpus().values())
+    queries = ["how do bees make honey", "what causes a volcano to erupt", "chess openings"]
+    with Rank1Client(
+        server.base_url, model=MODEL_NAME, mode=mode, max_reasoning_tokens=server.budget,
+        cache=None, concurrency=2, max_retries=0,
+    ) as client:
+        for query in queries[:2]:
+            judgments = client.rerank(query, corpus[:6])
+            assert all(j.error is None for j in judgments)
+
+        async def run() -> list:
+            return await client.arerank(queries[2], corpus[6:12])
+
+        assert all(j.error is None for j in asyncio.run(run()))
