@@ -27,6 +27,7 @@ from typing import Any, Literal, TypeVar
 import httpx
 import openai
 
+from . import protocol
 from .cache import JudgmentCache, MemoryCache, cache_key
 from .errors import JudgmentError
 from .judgment import Judgment
@@ -170,6 +171,8 @@ class Rank1Client:
         # not ``cache or None``: an empty MemoryCache has len() 0, so it is falsy
         self.cache: JudgmentCache | None = None if cache is None or cache is False else cache
         self._injected = client
+        #: The endpoint the requests reach, for cache keys: an injected SDK client's own.
+        self._endpoint = _endpoint_of(client, self.base_url)
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
@@ -244,8 +247,11 @@ class Rank1Client:
         )
 
     def _key(self, call: JudgeCall) -> str:
+        """The cache key of ``call``: over the endpoint the requests really reach (an
+        injected client's), the rules' version and everything else that sets the answer."""
         return cache_key(
-            base_url=self.base_url, mode=self.mode, model=self.model, prompt=call.prompt,
+            protocol_version=protocol.PROTOCOL_VERSION,
+            base_url=self._endpoint, mode=self.mode, model=self.model, prompt=call.prompt,
             max_reasoning_tokens=call.max_reasoning_tokens,
             answer_token_ids=self.answer_token_ids,
         )
@@ -275,6 +281,8 @@ class Rank1Client:
         )
 
     async def _judge_call(self, call: JudgeCall) -> Judgment:
+        if (bad := _unencodable(call)) is not None:
+            raise bad
         key = self._key(call) if self.cache is not None else ""
         if (hit := self._cached(call, key)) is not None:
             return hit
@@ -289,8 +297,13 @@ class Rank1Client:
         assert isinstance(self.transport, BatchTransport)
         results: list[Judgment | JudgmentError | None] = [None] * len(calls)
         todo: list[int] = []
-        keys = [self._key(call) if self.cache is not None else "" for call in calls]
+        keys = [""] * len(calls)
         for i, call in enumerate(calls):
+            if (bad := _unencodable(call)) is not None:
+                results[i] = bad  # that passage fails; the others go in the request
+                continue
+            if self.cache is not None:
+                keys[i] = self._key(call)
             results[i] = self._cached(call, keys[i])
             if results[i] is None:
                 todo.append(i)
@@ -474,11 +487,53 @@ def _default_async_http_client() -> Any:
         return None
 
 
+def _endpoint_of(client: object, base_url: str) -> str:
+    """Where requests go: an injected SDK client's own ``base_url`` (it is used as is),
+    else ``base_url`` (an injected httpx client is only the SDK's transport: the SDK
+    sends it absolute URLs under ``base_url``). No trailing slash, so both spell it alike."""
+    if isinstance(client, (openai.AsyncOpenAI, openai.OpenAI)):
+        return str(client.base_url).rstrip("/")
+    return base_url.rstrip("/")
+
+
+def _surrogate(text: str) -> UnicodeEncodeError | None:
+    """Why ``text`` cannot be sent as UTF-8 (a lone surrogate, e.g. from a JSON ``\\ud800``
+    escape or ``errors="surrogateescape"`` decoding), or ``None`` when it can."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc
+    return None
+
+
+def _unencodable(call: JudgeCall) -> JudgmentError | None:
+    """The failure of a call whose text UTF-8 cannot encode: it can be neither hashed for
+    the cache nor sent, and fails alone (the caller's ``on_error`` decides), named."""
+    if _surrogate(call.prompt) is None:
+        return None
+    fields = (("passage", call.passage), ("title", call.title),
+              ("instruction", call.instruction), ("query", call.query))
+    for name, value in fields:
+        if value is not None and (exc := _surrogate(value)) is not None:
+            char = exc.object[exc.start:exc.end]
+            return JudgmentError(
+                call.index,
+                f"its {name} holds {char!a} at character {exc.start}, a lone surrogate "
+                "that UTF-8 cannot encode, so it cannot be sent",
+            )
+    return JudgmentError(call.index, "its prompt holds a lone surrogate that UTF-8 cannot encode")
+
+
 def _check_query(query: object) -> None:
     if not isinstance(query, str):
         raise TypeError(f"query must be a string, got {type(query).__name__}")
     if not query.strip():
         raise ValueError("query must not be empty")
+    if (exc := _surrogate(query)) is not None:
+        raise ValueError(
+            f"query holds {exc.object[exc.start:exc.end]!a} at character {exc.start}, "
+            "a lone surrogate that UTF-8 cannot encode"
+        )
 
 
 def _passage_fields(index: int, passage: object) -> tuple[str, str | None]:
