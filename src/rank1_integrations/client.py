@@ -72,22 +72,85 @@ class _LoopState:
 
 
 class _BackgroundLoop:
-    """An event loop in a daemon thread, where the sync methods run their coroutines."""
+    """An event loop in a daemon thread, where the sync methods run their coroutines.
 
-    def __init__(self) -> None:
+    When it stops, its thread ends it the way ``asyncio.run`` ends a loop: leftover tasks
+    are cancelled and async generators closed, which closes the SDK clients made on it
+    (see :func:`_close_at_loop_shutdown`). The owning client stops it from ``close()``,
+    and otherwise when the client is garbage-collected or the interpreter exits
+    (``finalizer``), so that a script using only the sync API leaves no HTTP session open.
+    """
+
+    #: Longest wait for the loop's thread to wind down, or for a cancelled call to end.
+    STOP_TIMEOUT = 5.0
+
+    def __init__(self, owner: object) -> None:
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(
-            target=self.loop.run_forever, name="rank1-client-loop", daemon=True
-        )
+        #: Shutdown hooks of the SDK clients made on this loop (``_close_at_loop_shutdown``),
+        #: held here so they outlive a garbage-collected owner until the loop stops.
+        self.closers: list[Any] = []
+        self.thread = threading.Thread(target=self._main, name="rank1-client-loop", daemon=True)
         self.thread.start()
+        # Holds ``self.stop`` (not the owner): runs once, at the owner's collection, at
+        # interpreter exit (while daemon threads still run) or when called.
+        self.finalizer = weakref.finalize(owner, self.stop)
+
+    def _main(self) -> None:
+        loop = self.loop
+        try:
+            loop.run_forever()
+        finally:
+            try:
+                tasks = asyncio.all_tasks(loop)
+                for task in tasks:
+                    task.cancel()
+                if tasks:
+                    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+                for closer in self.closers:  # closes the SDK client (no-op if already closed)
+                    loop.run_until_complete(closer.aclose())
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+            finally:
+                loop.close()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        """Run ``coro`` on the loop and wait for its result.
+
+        When the wait is interrupted (``KeyboardInterrupt`` from Ctrl-C, or any exception
+        raised in the calling thread), the coroutine's task is cancelled, which aborts its
+        HTTP requests, and the call waits (boundedly) for it to end before re-raising:
+        otherwise the loop would go on sending every remaining request.
+        """
+        started, ended = threading.Event(), threading.Event()
+
+        async def tracked() -> T:
+            started.set()
+            try:
+                return await coro
+            finally:
+                ended.set()
+
+        future = asyncio.run_coroutine_threadsafe(tracked(), self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            if not future.done():
+                future.cancel()  # cancels the task on the loop (asyncio chains the two)
+                if started.is_set():
+                    ended.wait(self.STOP_TIMEOUT)
+            raise
 
     def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=5)
-        self.loop.close()
+        """Stop the loop and let its thread close it; idempotent, callable from any
+        thread (from the loop's own, e.g. a garbage collection there, it does not wait)."""
+        if self.loop.is_closed():
+            return
+        try:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        except RuntimeError:  # closed in the meantime
+            return
+        if threading.current_thread() is not self.thread:
+            self.thread.join(timeout=self.STOP_TIMEOUT)
 
 
 class Rank1Client:
@@ -216,6 +279,9 @@ class Rank1Client:
             state = _LoopState(sdk_client, asyncio.Semaphore(self.concurrency), owned)
             if owned and isinstance(sdk_client, openai.AsyncOpenAI):
                 state.closer = _close_at_loop_shutdown(sdk_client)
+                background = self._background
+                if background is not None and background.loop is loop:
+                    background.closers.append(state.closer)
             self._loops[loop] = state
         return state
 
@@ -225,9 +291,10 @@ class Rank1Client:
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine from sync code on the client's background loop."""
         with self._lock:
-            if self._background is None:
-                self._background = _BackgroundLoop()
-        return self._background.run(coro)
+            if self._background is None or not self._background.finalizer.alive:
+                self._background = _BackgroundLoop(self)  # first use, or stopped at exit
+            background = self._background
+        return background.run(coro)
 
     def _call(self, index: int, query: str, passage: PassageInput,
               instruction: str | None) -> JudgeCall:
@@ -428,12 +495,17 @@ class Rank1Client:
             await state.closer.aclose()  # runs the generator's ``finally``: closes the client
 
     def close(self) -> None:
-        """Close the background loop and what it holds."""
+        """Close the background loop and what it holds.
+
+        Optional for the sync API: a client never closed has its background loop closed
+        when it is garbage-collected or at interpreter exit."""
         with self._lock:
             background, self._background = self._background, None
-        if background is not None:
-            background.run(self.aclose())
-            background.stop()
+        if background is not None and background.finalizer.alive:
+            try:
+                background.run(self.aclose())
+            finally:
+                background.finalizer()  # stops the loop, once
         self._sdk.close()
 
     def __enter__(self) -> Rank1Client:
