@@ -236,6 +236,8 @@ class Rank1Client:
         self._injected = client
         #: The endpoint the requests reach, for cache keys: an injected SDK client's own.
         self._endpoint = _endpoint_of(client, self.base_url)
+        #: The loop an injected async client was first used on (it is bound to it).
+        self._injected_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
@@ -260,6 +262,8 @@ class Rank1Client:
         state = self._loops.get(loop)
         if state is None:
             injected = self._injected
+            if isinstance(injected, (openai.AsyncOpenAI, httpx.AsyncClient)):
+                self._claim_loop(loop)
             if isinstance(injected, (openai.AsyncOpenAI, openai.OpenAI)):
                 sdk_client: AnyOpenAI = injected
                 owned = False
@@ -284,6 +288,38 @@ class Rank1Client:
                     background.closers.append(state.closer)
             self._loops[loop] = state
         return state
+
+    def _claim_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Bind the injected async client to ``loop`` on its first use; on any other loop
+        raise a RuntimeError that says why (instead of the HTTP library's error from deep
+        inside, or a silent hang). It cannot be cloned per loop: it is the caller's."""
+        with self._lock:
+            if self._injected_loop is None:
+                self._injected_loop = weakref.ref(loop)
+                return
+            first = self._injected_loop()
+            if first is loop:
+                return
+            background = self._background.loop if self._background is not None else None
+        kind = f"{type(self._injected).__module__.split('.')[0]}.{type(self._injected).__name__}"
+        if first is None:
+            owner = "an event loop that no longer exists"
+        elif first is background:
+            owner = "the client's background loop (where the sync judge/rerank run)"
+        else:
+            owner = f"event loop {first!r}"
+        here = (
+            "the client's background loop: the sync judge/rerank run there, so use the "
+            "async ajudge/arerank with an async client"
+            if loop is background else f"event loop {loop!r}"
+        )
+        raise RuntimeError(
+            f"the injected async client ({kind}) belongs to {owner}, where it was first "
+            f"used, and cannot be used on {here}; an async HTTP client is bound to one "
+            "event loop. Pass a sync client (openai.OpenAI or httpx.Client), which works "
+            "from any loop and from the sync methods, or one Rank1Client with its own "
+            "async client per event loop"
+        )
 
     def _sdk_client(self) -> AnyOpenAI:
         return self._state().sdk_client
@@ -399,7 +435,9 @@ class Rank1Client:
         _check_query(query)
         if title is not None:
             passage = {"text": _passage_fields(0, passage)[0], "title": title}
-        return await self._judge_call(self._call(0, query, passage, instruction))
+        call = self._call(0, query, passage, instruction)
+        self._state()  # an injected async client on a foreign loop fails here, clearly
+        return await self._judge_call(call)
 
     def judge(
         self, query: str, passage: PassageInput, *, title: str | None = None,
@@ -433,6 +471,7 @@ class Rank1Client:
         calls = [self._call(i, query, p, instruction) for i, p in enumerate(passages)]
         if not calls:
             return []
+        self._state()  # an injected async client on a foreign loop fails here, clearly
         if isinstance(self.transport, BatchTransport):
             outcomes = await self._judge_batch(calls)
             if on_judgment is not None:

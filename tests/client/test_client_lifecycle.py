@@ -1,16 +1,21 @@
 """Lifecycle: SDK clients made on a user's event loop are closed when that loop shuts down;
-the sync API's background loop leaves nothing open and stops on Ctrl-C."""
+the sync API's background loop leaves nothing open and stops on Ctrl-C; an injected async
+client stays on its own event loop."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 
+import httpx
+import openai
 import pytest
 
+from rank1_integrations import Rank1Client
 from rank1_integrations.testing import FakeRank1Server
 
 SCRIPT = textwrap.dedent("""
@@ -115,3 +120,48 @@ def test_ctrl_c_during_a_sync_rerank_cancels_its_requests() -> None:
     assert out.split() == ["interrupted", "done"], err
     assert served <= 4 < passages, f"{served} of {passages} requests reached the server"
     assert "Unclosed" not in err, err
+
+
+async def test_injected_async_client_on_one_loop_then_sync_api_fails_clearly() -> None:
+    """An injected async client is bound to the loop it first ran on: arerank there works;
+    the sync API (its own background loop) gets an error that says so, no request made."""
+    with FakeRank1Server() as server:
+        sdk = openai.AsyncOpenAI(
+            base_url=server.base_url, api_key="k", http_client=openai.DefaultAioHttpClient()
+        )
+        client = Rank1Client(client=sdk, cache=None, max_retries=0)
+        try:
+            for _ in range(2):  # the common case: one loop, many calls
+                judgments = await client.arerank("moon tides", ["moon tides"])
+                assert [j.relevant for j in judgments] == [True]
+            before = server.requests
+            with pytest.raises(RuntimeError, match="injected async client") as caught:
+                client.rerank("moon tides", ["moon tides"])
+            assert "background loop" in str(caught.value)
+            assert "openai.OpenAI" in str(caught.value)  # the way out
+            assert server.requests == before
+        finally:
+            client.close()
+            await sdk.close()
+
+
+def test_injected_async_client_on_a_second_loop_fails_clearly() -> None:
+    """Two asyncio.run calls with one injected httpx.AsyncClient: the second loop gets a
+    RuntimeError naming the cause, not the HTTP library's error from deep inside."""
+    with FakeRank1Server() as server:
+        http = httpx.AsyncClient()
+        client = Rank1Client(server.base_url, client=http, cache=None, max_retries=0)
+        assert asyncio.run(client.ajudge("moon tides", "moon tides")).relevant
+        with pytest.raises(RuntimeError, match="injected async client .*httpx.AsyncClient"):
+            asyncio.run(client.ajudge("moon tides", "moon tides"))
+        client.close()
+
+
+def test_injected_sync_client_works_from_any_loop() -> None:
+    """A sync SDK client is not bound to a loop: asyncio.run twice and the sync API."""
+    with FakeRank1Server() as server:
+        with openai.OpenAI(base_url=server.base_url, api_key="k") as sdk:
+            with Rank1Client(client=sdk, cache=None) as client:
+                for _ in range(2):
+                    assert asyncio.run(client.ajudge("moon tides", "moon tides")).relevant
+                assert client.judge("moon tides", "moon tides").relevant
