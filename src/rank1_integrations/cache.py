@@ -1,9 +1,11 @@
 """Judgment caches: what the client remembers between calls.
 
 rank1 decodes greedily, so the same prompt on the same endpoint, model and budget gives
-the same judgment: the client caches successful judgments in memory by default (bounded,
-least recently used first out). Pass ``cache=None`` to turn it off, or any object with
-``get``/``put`` (see :class:`JudgmentCache`), such as the SQLite store of ``rank1 eval``.
+the same judgment under the same rules (``protocol.PROTOCOL_VERSION``, part of every key:
+a rule fix bumps it, so no judgment made under old rules is reused): the client caches
+successful judgments in memory by default (bounded, least recently used first out). Pass
+``cache=None`` to turn it off, or any object with ``get``/``put`` (see
+:class:`JudgmentCache`), such as the SQLite store of ``rank1 eval``.
 
 >>> cache = MemoryCache(maxsize=2)
 >>> cache.get("k") is None
@@ -61,7 +63,8 @@ class MemoryCache:
 
 
 def cache_key(**fields: object) -> str:
-    """A stable key over everything that changes the answer (endpoint, mode, model,
-    prompt, reasoning budget, ...): the SHA-256 of the fields as sorted JSON."""
+    """A stable key over everything that changes the answer (protocol version, endpoint,
+    mode, model, prompt, reasoning budget, ...): the SHA-256 of the fields as sorted JSON.
+    The client never calls it with text UTF-8 cannot encode (it fails that passage first)."""
     blob = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()

@@ -27,6 +27,7 @@ from typing import Any, Literal, TypeVar
 import httpx
 import openai
 
+from . import protocol
 from .cache import JudgmentCache, MemoryCache, cache_key
 from .errors import JudgmentError
 from .judgment import Judgment
@@ -71,22 +72,85 @@ class _LoopState:
 
 
 class _BackgroundLoop:
-    """An event loop in a daemon thread, where the sync methods run their coroutines."""
+    """An event loop in a daemon thread, where the sync methods run their coroutines.
 
-    def __init__(self) -> None:
+    When it stops, its thread ends it the way ``asyncio.run`` ends a loop: leftover tasks
+    are cancelled and async generators closed, which closes the SDK clients made on it
+    (see :func:`_close_at_loop_shutdown`). The owning client stops it from ``close()``,
+    and otherwise when the client is garbage-collected or the interpreter exits
+    (``finalizer``), so that a script using only the sync API leaves no HTTP session open.
+    """
+
+    #: Longest wait for the loop's thread to wind down, or for a cancelled call to end.
+    STOP_TIMEOUT = 5.0
+
+    def __init__(self, owner: object) -> None:
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(
-            target=self.loop.run_forever, name="rank1-client-loop", daemon=True
-        )
+        #: Shutdown hooks of the SDK clients made on this loop (``_close_at_loop_shutdown``),
+        #: held here so they outlive a garbage-collected owner until the loop stops.
+        self.closers: list[Any] = []
+        self.thread = threading.Thread(target=self._main, name="rank1-client-loop", daemon=True)
         self.thread.start()
+        # Holds ``self.stop`` (not the owner): runs once, at the owner's collection, at
+        # interpreter exit (while daemon threads still run) or when called.
+        self.finalizer = weakref.finalize(owner, self.stop)
+
+    def _main(self) -> None:
+        loop = self.loop
+        try:
+            loop.run_forever()
+        finally:
+            try:
+                tasks = asyncio.all_tasks(loop)
+                for task in tasks:
+                    task.cancel()
+                if tasks:
+                    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+                for closer in self.closers:  # closes the SDK client (no-op if already closed)
+                    loop.run_until_complete(closer.aclose())
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+            finally:
+                loop.close()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        """Run ``coro`` on the loop and wait for its result.
+
+        When the wait is interrupted (``KeyboardInterrupt`` from Ctrl-C, or any exception
+        raised in the calling thread), the coroutine's task is cancelled, which aborts its
+        HTTP requests, and the call waits (boundedly) for it to end before re-raising:
+        otherwise the loop would go on sending every remaining request.
+        """
+        started, ended = threading.Event(), threading.Event()
+
+        async def tracked() -> T:
+            started.set()
+            try:
+                return await coro
+            finally:
+                ended.set()
+
+        future = asyncio.run_coroutine_threadsafe(tracked(), self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            if not future.done():
+                future.cancel()  # cancels the task on the loop (asyncio chains the two)
+                if started.is_set():
+                    ended.wait(self.STOP_TIMEOUT)
+            raise
 
     def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=5)
-        self.loop.close()
+        """Stop the loop and let its thread close it; idempotent, callable from any
+        thread (from the loop's own, e.g. a garbage collection there, it does not wait)."""
+        if self.loop.is_closed():
+            return
+        try:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        except RuntimeError:  # closed in the meantime
+            return
+        if threading.current_thread() is not self.thread:
+            self.thread.join(timeout=self.STOP_TIMEOUT)
 
 
 class Rank1Client:
@@ -170,6 +234,10 @@ class Rank1Client:
         # not ``cache or None``: an empty MemoryCache has len() 0, so it is falsy
         self.cache: JudgmentCache | None = None if cache is None or cache is False else cache
         self._injected = client
+        #: The endpoint the requests reach, for cache keys: an injected SDK client's own.
+        self._endpoint = _endpoint_of(client, self.base_url)
+        #: The loop an injected async client was first used on (it is bound to it).
+        self._injected_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
@@ -194,6 +262,8 @@ class Rank1Client:
         state = self._loops.get(loop)
         if state is None:
             injected = self._injected
+            if isinstance(injected, (openai.AsyncOpenAI, httpx.AsyncClient)):
+                self._claim_loop(loop)
             if isinstance(injected, (openai.AsyncOpenAI, openai.OpenAI)):
                 sdk_client: AnyOpenAI = injected
                 owned = False
@@ -213,8 +283,43 @@ class Rank1Client:
             state = _LoopState(sdk_client, asyncio.Semaphore(self.concurrency), owned)
             if owned and isinstance(sdk_client, openai.AsyncOpenAI):
                 state.closer = _close_at_loop_shutdown(sdk_client)
+                background = self._background
+                if background is not None and background.loop is loop:
+                    background.closers.append(state.closer)
             self._loops[loop] = state
         return state
+
+    def _claim_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Bind the injected async client to ``loop`` on its first use; on any other loop
+        raise a RuntimeError that says why (instead of the HTTP library's error from deep
+        inside, or a silent hang). It cannot be cloned per loop: it is the caller's."""
+        with self._lock:
+            if self._injected_loop is None:
+                self._injected_loop = weakref.ref(loop)
+                return
+            first = self._injected_loop()
+            if first is loop:
+                return
+            background = self._background.loop if self._background is not None else None
+        kind = f"{type(self._injected).__module__.split('.')[0]}.{type(self._injected).__name__}"
+        if first is None:
+            owner = "an event loop that no longer exists"
+        elif first is background:
+            owner = "the client's background loop (where the sync judge/rerank run)"
+        else:
+            owner = f"event loop {first!r}"
+        here = (
+            "the client's background loop: the sync judge/rerank run there, so use the "
+            "async ajudge/arerank with an async client"
+            if loop is background else f"event loop {loop!r}"
+        )
+        raise RuntimeError(
+            f"the injected async client ({kind}) belongs to {owner}, where it was first "
+            f"used, and cannot be used on {here}; an async HTTP client is bound to one "
+            "event loop. Pass a sync client (openai.OpenAI or httpx.Client), which works "
+            "from any loop and from the sync methods, or one Rank1Client with its own "
+            "async client per event loop"
+        )
 
     def _sdk_client(self) -> AnyOpenAI:
         return self._state().sdk_client
@@ -222,9 +327,10 @@ class Rank1Client:
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine from sync code on the client's background loop."""
         with self._lock:
-            if self._background is None:
-                self._background = _BackgroundLoop()
-        return self._background.run(coro)
+            if self._background is None or not self._background.finalizer.alive:
+                self._background = _BackgroundLoop(self)  # first use, or stopped at exit
+            background = self._background
+        return background.run(coro)
 
     def _call(self, index: int, query: str, passage: PassageInput,
               instruction: str | None) -> JudgeCall:
@@ -244,8 +350,11 @@ class Rank1Client:
         )
 
     def _key(self, call: JudgeCall) -> str:
+        """The cache key of ``call``: over the endpoint the requests really reach (an
+        injected client's), the rules' version and everything else that sets the answer."""
         return cache_key(
-            base_url=self.base_url, mode=self.mode, model=self.model, prompt=call.prompt,
+            protocol_version=protocol.PROTOCOL_VERSION,
+            base_url=self._endpoint, mode=self.mode, model=self.model, prompt=call.prompt,
             max_reasoning_tokens=call.max_reasoning_tokens,
             answer_token_ids=self.answer_token_ids,
         )
@@ -275,6 +384,8 @@ class Rank1Client:
         )
 
     async def _judge_call(self, call: JudgeCall) -> Judgment:
+        if (bad := _unencodable(call)) is not None:
+            raise bad
         key = self._key(call) if self.cache is not None else ""
         if (hit := self._cached(call, key)) is not None:
             return hit
@@ -289,8 +400,13 @@ class Rank1Client:
         assert isinstance(self.transport, BatchTransport)
         results: list[Judgment | JudgmentError | None] = [None] * len(calls)
         todo: list[int] = []
-        keys = [self._key(call) if self.cache is not None else "" for call in calls]
+        keys = [""] * len(calls)
         for i, call in enumerate(calls):
+            if (bad := _unencodable(call)) is not None:
+                results[i] = bad  # that passage fails; the others go in the request
+                continue
+            if self.cache is not None:
+                keys[i] = self._key(call)
             results[i] = self._cached(call, keys[i])
             if results[i] is None:
                 todo.append(i)
@@ -319,7 +435,9 @@ class Rank1Client:
         _check_query(query)
         if title is not None:
             passage = {"text": _passage_fields(0, passage)[0], "title": title}
-        return await self._judge_call(self._call(0, query, passage, instruction))
+        call = self._call(0, query, passage, instruction)
+        self._state()  # an injected async client on a foreign loop fails here, clearly
+        return await self._judge_call(call)
 
     def judge(
         self, query: str, passage: PassageInput, *, title: str | None = None,
@@ -353,6 +471,7 @@ class Rank1Client:
         calls = [self._call(i, query, p, instruction) for i, p in enumerate(passages)]
         if not calls:
             return []
+        self._state()  # an injected async client on a foreign loop fails here, clearly
         if isinstance(self.transport, BatchTransport):
             outcomes = await self._judge_batch(calls)
             if on_judgment is not None:
@@ -415,12 +534,17 @@ class Rank1Client:
             await state.closer.aclose()  # runs the generator's ``finally``: closes the client
 
     def close(self) -> None:
-        """Close the background loop and what it holds."""
+        """Close the background loop and what it holds.
+
+        Optional for the sync API: a client never closed has its background loop closed
+        when it is garbage-collected or at interpreter exit."""
         with self._lock:
             background, self._background = self._background, None
-        if background is not None:
-            background.run(self.aclose())
-            background.stop()
+        if background is not None and background.finalizer.alive:
+            try:
+                background.run(self.aclose())
+            finally:
+                background.finalizer()  # stops the loop, once
         self._sdk.close()
 
     def __enter__(self) -> Rank1Client:
@@ -474,11 +598,53 @@ def _default_async_http_client() -> Any:
         return None
 
 
+def _endpoint_of(client: object, base_url: str) -> str:
+    """Where requests go: an injected SDK client's own ``base_url`` (it is used as is),
+    else ``base_url`` (an injected httpx client is only the SDK's transport: the SDK
+    sends it absolute URLs under ``base_url``). No trailing slash, so both spell it alike."""
+    if isinstance(client, (openai.AsyncOpenAI, openai.OpenAI)):
+        return str(client.base_url).rstrip("/")
+    return base_url.rstrip("/")
+
+
+def _surrogate(text: str) -> UnicodeEncodeError | None:
+    """Why ``text`` cannot be sent as UTF-8 (a lone surrogate, e.g. from a JSON ``\\ud800``
+    escape or ``errors="surrogateescape"`` decoding), or ``None`` when it can."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc
+    return None
+
+
+def _unencodable(call: JudgeCall) -> JudgmentError | None:
+    """The failure of a call whose text UTF-8 cannot encode: it can be neither hashed for
+    the cache nor sent, and fails alone (the caller's ``on_error`` decides), named."""
+    if _surrogate(call.prompt) is None:
+        return None
+    fields = (("passage", call.passage), ("title", call.title),
+              ("instruction", call.instruction), ("query", call.query))
+    for name, value in fields:
+        if value is not None and (exc := _surrogate(value)) is not None:
+            char = exc.object[exc.start:exc.end]
+            return JudgmentError(
+                call.index,
+                f"its {name} holds {char!a} at character {exc.start}, a lone surrogate "
+                "that UTF-8 cannot encode, so it cannot be sent",
+            )
+    return JudgmentError(call.index, "its prompt holds a lone surrogate that UTF-8 cannot encode")
+
+
 def _check_query(query: object) -> None:
     if not isinstance(query, str):
         raise TypeError(f"query must be a string, got {type(query).__name__}")
     if not query.strip():
         raise ValueError("query must not be empty")
+    if (exc := _surrogate(query)) is not None:
+        raise ValueError(
+            f"query holds {exc.object[exc.start:exc.end]!a} at character {exc.start}, "
+            "a lone surrogate that UTF-8 cannot encode"
+        )
 
 
 def _passage_fields(index: int, passage: object) -> tuple[str, str | None]:

@@ -29,6 +29,7 @@ __all__ = [
     "ANSWER_FALSE",
     "ANSWER_TRUE",
     "DEFAULT_MAX_PASSAGE_CHARS",
+    "PROTOCOL_VERSION",
     "STOP_STRINGS",
     "THINK_END",
     "THINK_START",
@@ -59,6 +60,12 @@ STOP_STRINGS: tuple[str, str] = (THINK_END + ANSWER_TRUE, THINK_END + ANSWER_FAL
 #: Character budget for a passage when no tokenizer is known. rank1 was trained on
 #: sequences cut at 2500 tokens; ~4 characters per token leaves room for the reasoning.
 DEFAULT_MAX_PASSAGE_CHARS = 6000
+
+#: The version of the rules above, part of every judgment cache key (memory and the SQLite
+#: ``JudgmentStore``). Bump it whenever a fix changes what a judgment comes out as (prompt,
+#: answer reading, score, verdict, forced answer): a stored judgment made under the old
+#: rules is then never reused.
+PROTOCOL_VERSION = 1
 
 _PROMPT_HEAD = (
     "Determine if the following passage is relevant to the query. "

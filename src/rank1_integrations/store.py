@@ -11,8 +11,9 @@
         client.judge("what is rank1?", "rank1 is a reasoning reranker.")  # asks the model
         client.judge("what is rank1?", "rank1 is a reasoning reranker.")  # read from disk
 
-The client computes the key (a hash over endpoint, mode, model, prompt and reasoning
-budget) and stores successful judgments only, so a store never remembers a failure.
+The client computes the key (a hash over endpoint, mode, model, prompt, reasoning budget
+and ``protocol.PROTOCOL_VERSION``, so a store never hands back a judgment made under rules
+since fixed) and stores successful judgments only, so a store never remembers a failure.
 
 Durability and sharing:
 

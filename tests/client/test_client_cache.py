@@ -4,14 +4,18 @@ is a new request; failures are never cached; the memory cache is bounded."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
+import openai
 import pytest
 import respx
 from rank1_payloads import BASE_URL, http_client, vllm_completion
 
-from rank1_integrations import Judgment, JudgmentError, MemoryCache, Rank1Client
+from rank1_integrations import Judgment, JudgmentError, MemoryCache, Rank1Client, protocol
 from rank1_integrations.cache import JudgmentCache
+from rank1_integrations.client import DEFAULT_BASE_URL
+from rank1_integrations.store import JudgmentStore
 
 URL = f"{BASE_URL}/completions"
 OK = httpx.Response(200, json=vllm_completion())
@@ -217,3 +221,81 @@ async def test_client_cache_stays_bounded(respx_mock: respx.MockRouter) -> None:
     assert len(cache) == 3
     await client.ajudge("q", "p0")  # evicted long ago: asked again
     assert route.call_count == 11
+
+
+@respx.mock
+async def test_injected_sdk_clients_key_on_their_own_endpoint(
+    respx_mock: respx.MockRouter,
+) -> None:
+    """An injected SDK client's base_url is where requests go, so it is the key's endpoint:
+    two servers never share an entry (both clients leave base_url= at its default)."""
+    a = respx_mock.post("http://a.test/v1/completions").mock(return_value=OK)
+    b = respx_mock.post("http://b.test/v1/completions").mock(return_value=OK)
+    shared = MemoryCache()
+    to_a = openai.AsyncOpenAI(base_url="http://a.test/v1", api_key="k", http_client=http_client())
+    to_b = openai.OpenAI(base_url="http://b.test/v1", api_key="k", http_client=httpx.Client())
+    await make_client(DEFAULT_BASE_URL, client=to_a, cache=shared).ajudge("q", "p")
+    await make_client(DEFAULT_BASE_URL, client=to_b, cache=shared).ajudge("q", "p")
+    assert (a.call_count, b.call_count) == (1, 1)
+    # the same endpoint given as base_url= (over an httpx client) shares a's entry
+    await make_client("http://a.test/v1/", cache=shared).ajudge("q", "p")
+    assert (a.call_count, b.call_count) == (1, 1)
+
+
+@respx.mock
+async def test_a_new_protocol_version_never_reuses_a_stored_judgment(
+    respx_mock: respx.MockRouter, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """The key carries protocol.PROTOCOL_VERSION: after a rule fix bumps it, a judgment
+    stored on disk under the old rules is asked again, not reused."""
+    route = respx_mock.post(URL).mock(return_value=OK)
+    path = tmp_path / "judgments.sqlite"
+    with JudgmentStore(path) as store:
+        await make_client(cache=store).ajudge("q", "p")
+        await make_client(cache=store).ajudge("q", "p")
+    assert route.call_count == 1
+    monkeypatch.setattr(protocol, "PROTOCOL_VERSION", protocol.PROTOCOL_VERSION + 1)
+    with JudgmentStore(path) as store:
+        await make_client(cache=store).ajudge("q", "p")
+        assert route.call_count == 2
+        await make_client(cache=store).ajudge("q", "p")  # stored under the new version
+        assert route.call_count == 2 and len(store) == 2
+
+
+@pytest.mark.parametrize("cache", [True, None], ids=["cache", "no-cache"])
+@pytest.mark.parametrize("mode", ["completions", "rerank"])
+@respx.mock
+async def test_a_lone_surrogate_fails_that_passage_only(
+    respx_mock: respx.MockRouter, mode: str, cache: bool | None,
+) -> None:
+    """A lone surrogate (json.loads makes one of "\\ud800") cannot be hashed or sent as
+    UTF-8: that passage fails, named, under every policy; the others are judged."""
+    if mode == "rerank":
+        route = respx_mock.post(f"{BASE_URL}/rerank").mock(side_effect=rerank_reply)
+    else:
+        route = respx_mock.post(URL).mock(return_value=OK)
+    client = make_client(mode=mode, cache=cache, on_error="keep")
+    passages = ["a", json.loads('"bad \\ud800 text"'), {"text": "c", "title": "\udfff"}]
+    kept = await client.arerank("q", passages)
+    assert [(j.index, j.ok) for j in kept] == [(0, True), (1, False), (2, False)]
+    assert "passage 1" in kept[1].error
+    assert "passage holds '\\ud800' at character 4" in kept[1].error
+    assert "passage 2" in kept[2].error and "title holds '\\udfff'" in kept[2].error
+    dropped = await client.arerank("q", passages, on_error="drop")
+    assert [j.index for j in dropped] == [0]
+    with pytest.raises(JudgmentError, match="passage 1 failed: .*surrogate") as caught:
+        await client.arerank("q", passages, on_error="raise")
+    assert caught.value.index == 1
+    with pytest.raises(JudgmentError, match="passage 0 failed: .*surrogate"):
+        await client.ajudge("q", passages[1])
+    sent = [json.loads(call.request.content) for call in route.calls]
+    assert sent, "the good passage was judged"
+    for body in sent:  # only 'a' ever went out
+        assert body.get("documents", ["a"]) == ["a"]
+        assert body.get("prompt", "Passage: a\n").count("Passage: a\n") == 1
+
+
+async def test_a_query_with_a_lone_surrogate_is_refused() -> None:
+    client = make_client()
+    with pytest.raises(ValueError, match="query holds '\\\\ud800'"):
+        await client.arerank("q \ud800", ["a"], on_error="keep")
