@@ -102,7 +102,7 @@ def vllm_forced(top: dict[str, float], token: str = " true") -> dict[str, Any]:
 def llama_cpp_python_completion(answer_top: dict[str, float]) -> dict[str, Any]:
     """llama-cpp-python's ``create_completion``: legacy shape, no ``stop_reason``, the
     stop-string tokens kept, one key per distinct string."""
-    tokens = ["The", " passage", " covers", " it", ".", "\n", "</think>", " True"]
+    tokens = ["The", " passage", " covers", " it", ".", "\n", "</think>", " true"]
     tops = [{t: -0.1, " a": -3.0} for t in tokens[:-1]] + [answer_top]
     return {
         "id": "cmpl-7e1d", "object": "text_completion", "created": 1764290002,
