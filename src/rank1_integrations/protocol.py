@@ -58,6 +58,7 @@ STOP_STRINGS: tuple[str, str] = (THINK_END + ANSWER_TRUE, THINK_END + ANSWER_FAL
 
 #: Character budget for a passage when no tokenizer is known. rank1 was trained on
 #: sequences cut at 2500 tokens; ~4 characters per token leaves room for the reasoning.
+#: FIX: the official code never cuts a passage (a long one overflows the context).
 DEFAULT_MAX_PASSAGE_CHARS = 6000
 
 _PROMPT_HEAD = (

@@ -149,7 +149,7 @@ async def test_host_that_names_one_field_at_a_time(respx_mock: respx.MockRouter)
     client = make_client()
     assert (await client.ajudge("q", "p")).ok
     extras = {"skip_special_tokens", "repetition_penalty", "repeat_penalty",
-              "dry_multiplier", "xtc_probability", "typical_p"}
+              "dry_multiplier", "xtc_probability", "typical_p", "preserved_tokens"}
     assert route.call_count == len(extras) + 1
     assert (await client.ajudge("q", "p2")).ok
     assert route.call_count == len(extras) + 2  # remembered

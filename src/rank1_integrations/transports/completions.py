@@ -136,7 +136,13 @@ class CompletionsTransport(Transport):
         )
 
     async def judge(self, call: JudgeCall) -> Judgment:
-        params = self._params(call.prompt, call.max_reasoning_tokens, stop=list(STOP_STRINGS))
+        params = self._params(
+            call.prompt, call.max_reasoning_tokens, stop=list(STOP_STRINGS),
+            # llama-server renders special tokens (rank1's ``</think>``) as "" unless
+            # started with --special or asked per request: without it the stop strings
+            # never match and every judgment needs the forced answer
+            extra_body={"preserved_tokens": [THINK_END]},
+        )
         out = await self._complete(params)
         reasoning = extract_reasoning(out["text"])
         fields = {

@@ -16,6 +16,13 @@ know, but a strict one answers 400 (or 422) naming them: pydantic's ``extra_forb
 ("Extra inputs are not permitted") or OpenAI's "Unrecognized request argument supplied:
 X". Such a field is dropped, the request sent again at once (this is not a retry: the host
 answered), and the field is not sent again by this ``Sdk`` (one per client).
+
+Streamed requests ask for ``Connection: close``. llama.cpp's ``llama-server`` (the only
+host the transports stream from) closes the connection after every streamed response
+while announcing keep-alive; aiohttp, the SDK's fastest HTTP stack, then puts the dead
+connection back in its pool, and the next request on it fails to write its body ("Can
+not write request body", an ``APITimeoutError``). Asked for ``close``, the server says so
+in the response and no stack reuses the connection (which the server would close anyway).
 """
 
 from __future__ import annotations
@@ -42,6 +49,9 @@ logger = logging.getLogger("rank1_integrations")
 
 AnyOpenAI = openai.AsyncOpenAI | openai.OpenAI
 T = TypeVar("T")
+
+#: Headers of every streamed request (see the module's docstring).
+STREAM_HEADERS = {"Connection": "close"}
 
 #: Statuses with which hosts refuse a request body: 400, and FastAPI's 422 for pydantic
 #: validation errors.
@@ -215,7 +225,8 @@ class Sdk:
         self, endpoint: str, params: dict[str, Any], extra_body: dict[str, Any]
     ) -> list[dict[str, Any]]:
         resource, is_async = self._resource(endpoint)
-        kwargs = {**params, "stream": True, "extra_body": extra_body}
+        kwargs = {**params, "stream": True, "extra_body": extra_body,
+                  "extra_headers": STREAM_HEADERS}
         try:
             if is_async:
                 stream = await resource.create(**kwargs)
