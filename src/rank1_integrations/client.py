@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -32,7 +32,7 @@ from .cache import JudgmentCache, MemoryCache, cache_key
 from .errors import JudgmentError
 from .judgment import Judgment
 from .protocol import DEFAULT_MAX_PASSAGE_CHARS, build_prompt, truncate_passage
-from .retry import retrying
+from .retry import with_retries
 from .transports import (
     BatchTransport,
     ChatTransport,
@@ -173,7 +173,9 @@ class Rank1Client:
         concurrency: requests in flight at once (per event loop).
         timeout: seconds per HTTP request.
         max_retries: further tries after the first, for connection errors, timeouts,
-            408/409/429 and 5xx (``Retry-After`` is honoured).
+            408/409/429, 5xx and 200s that are not valid JSON or lack the logprobs asked
+            for (``Retry-After`` is honoured). Each HTTP request has its own tries: a
+            failed forced answer is retried alone, the reasoning is not generated again.
         on_error: what :meth:`rerank` does with a judgment that failed after its retries:
             ``"raise"`` a :class:`~rank1_integrations.errors.JudgmentError` naming the
             passage, ``"keep"`` it with ``error`` set and no score, or ``"drop"`` it
@@ -183,6 +185,11 @@ class Rank1Client:
         max_passage_chars: passages longer than this are cut (the judgment says so).
         answer_token_ids: ids of `` true`` / `` false`` in the served vocabulary, for the
             forced answer's token whitelist (830 and 895 for Qwen2.5-based rank1).
+        allow_text_only: in ``"completions"`` mode, accept a response without logprobs
+            and give a text-only verdict (score 1.0 or 0.0, ``source="text_only"``). Off by
+            default: such a response is retried, then the judgment fails per
+            ``on_error``, because a ranking that mixes calibrated scores with 0/1 ones is
+            silently wrong.
         client: an ``openai.AsyncOpenAI`` / ``openai.OpenAI`` to use as is, or an
             ``httpx.AsyncClient`` / ``httpx.Client`` to build one on.
     """
@@ -205,6 +212,7 @@ class Rank1Client:
         answer_token_ids: tuple[int, int] | None = None,
         client: AnyOpenAI | httpx.AsyncClient | httpx.Client | None = None,
         retry_backoff: float = 0.5,
+        allow_text_only: bool = False,
     ) -> None:
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
@@ -229,6 +237,7 @@ class Rank1Client:
         self.max_passage_chars = max_passage_chars
         self.answer_token_ids = answer_token_ids
         self.retry_backoff = retry_backoff
+        self.allow_text_only = allow_text_only
         if cache is True:
             cache = MemoryCache()
         # not ``cache or None``: an empty MemoryCache has len() 0, so it is falsy
@@ -243,14 +252,17 @@ class Rank1Client:
         )
         self._background: _BackgroundLoop | None = None
         self._lock = threading.Lock()
-        self._sdk = Sdk(self._sdk_client, max_threads=concurrency)
+        self._sdk = Sdk(self._sdk_client, max_threads=concurrency, retry=self._retry)
         self.transport: Transport = self._make_transport(self._sdk)
 
     # ------------------------------------------------------------------ plumbing
 
     def _make_transport(self, sdk: Sdk) -> Transport:
         if self.mode == "completions":
-            return CompletionsTransport(sdk, self.model, answer_token_ids=self.answer_token_ids)
+            return CompletionsTransport(
+                sdk, self.model, answer_token_ids=self.answer_token_ids,
+                allow_text_only=self.allow_text_only,
+            )
         if self.mode == "chat":
             return ChatTransport(sdk, self.model)
         return RerankTransport(sdk, self.model)
@@ -359,16 +371,20 @@ class Rank1Client:
             answer_token_ids=self.answer_token_ids,
         )
 
+    async def _retry(self, step: Callable[[], Awaitable[T]]) -> T:
+        """The retry policy, applied by the transports' ``Sdk`` to each HTTP step."""
+        return await with_retries(step, self.max_retries, backoff=self.retry_backoff)
+
     async def _with_retries(self, index: int, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run a judgment whose HTTP steps retry on their own (see :meth:`_retry`; the
+        judgment as a whole is not tried again); a failure becomes a
+        :class:`JudgmentError` naming passage ``index``."""
         try:
-            async for attempt in retrying(self.max_retries, backoff=self.retry_backoff):
-                with attempt:
-                    return await fn()
+            return await fn()
         except JudgmentError:
             raise
         except Exception as exc:
             raise JudgmentError(index, f"{type(exc).__name__}: {exc}") from exc
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _cached(self, call: JudgeCall, key: str) -> Judgment | None:
         """The judgment cached under ``key`` (``call``'s), given ``call``'s index.

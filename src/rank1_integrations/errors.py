@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["Rank1Error", "JudgmentError", "NoVerdictError"]
+__all__ = ["Rank1Error", "JudgmentError", "NoVerdictError", "BadResponseError"]
 
 
 class Rank1Error(Exception):
@@ -11,6 +11,12 @@ class Rank1Error(Exception):
 
 class NoVerdictError(Rank1Error):
     """The model gave no verdict: neither answer token, even after the forced answer."""
+
+
+class BadResponseError(Rank1Error):
+    """A 200 response that is not what was asked for: a body that is not valid JSON (cut
+    or rewritten by a proxy), or a completion without the logprobs requested. Retried like
+    a 5xx."""
 
 
 class JudgmentError(Rank1Error):

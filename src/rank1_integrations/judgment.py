@@ -32,8 +32,9 @@ class Judgment(BaseModel):
     reasoning: str = ""
     #: How the verdict was obtained; ``None`` only for failed judgments.
     source: VerdictSource | None = None
-    #: True when one answer token was missing from the top-k and its probability was
-    #: bounded by the smallest listed one (see ``protocol.read_answer``).
+    #: True when an exact answer token was missing from the top-k and its probability was
+    #: bounded by the smallest listed one, or read from a case/space variant such as
+    #: ``" True"`` (see ``protocol.read_answer``).
     score_estimated: bool = False
     #: Tokens the model spent on its reasoning (generated tokens of the first request).
     reasoning_tokens: int = 0

@@ -59,6 +59,7 @@ STOP_STRINGS: tuple[str, str] = (THINK_END + ANSWER_TRUE, THINK_END + ANSWER_FAL
 
 #: Character budget for a passage when no tokenizer is known. rank1 was trained on
 #: sequences cut at 2500 tokens; ~4 characters per token leaves room for the reasoning.
+#: FIX: the official code never cuts a passage (a long one overflows the context).
 DEFAULT_MAX_PASSAGE_CHARS = 6000
 
 #: The version of the rules above, part of every judgment cache key (memory and the SQLite
@@ -101,7 +102,8 @@ def apply_instruction(query: str, instruction: str | None) -> str:
       a template (like the paper's per-dataset prompts): the whole filled template replaces
       the query. Only the placeholder is replaced; braces elsewhere are kept as written.
     * Any other instruction is free text appended the official way:
-      ``f"{query} {instruction}".strip()``, unless the two are equal.
+      ``f"{query} {instruction}".strip()``, unless the two are equal once stripped (the
+      official ``q.strip() != i.strip()``): then the stripped query alone.
     * ``None`` or an empty instruction leaves the query as it is. (FIX: the official code
       crashes when an instruction is None.)
     """
@@ -110,8 +112,8 @@ def apply_instruction(query: str, instruction: str | None) -> str:
     for placeholder in _QUERY_PLACEHOLDERS:
         if placeholder in instruction:
             return instruction.replace(placeholder, query)
-    if instruction == query:
-        return query
+    if instruction.strip() == query.strip():
+        return query.strip()
     return f"{query} {instruction}".strip()
 
 
@@ -207,9 +209,10 @@ def normalise_answer_token(token: str) -> str | None:
 
     * exact ``" true"`` / ``" false"`` are the answer tokens;
     * a variant that differs only by case or by surrounding whitespace (``"true"``,
-      ``" True"``, ``"FALSE"``, ``" true\\n"``) counts as the same answer; when several
-      keys map to one answer, :func:`read_answer` keeps the most probable, i.e. the exact
-      token wins whenever it is present (it is the one the model was trained on);
+      ``" True"``, ``"FALSE"``, ``" true\\n"``) counts as the same answer word, but
+      :func:`read_answer` lets it stand in only for an exact token that is absent from the
+      top-k (the exact one is what the model was trained to write), and marks that
+      reading ``estimated``;
     * keys a server writes as ids (``"token_id:830"``) cannot be mapped by text: callers
       pass ``answer_ids`` to :func:`read_answer` for them.
     """
@@ -238,9 +241,10 @@ def token_id_in_key(key: str) -> int | None:
 class AnswerReading:
     """The verdict read at an answer position.
 
-    ``estimated`` is True when one answer token was absent from the top-k: its log
+    ``estimated`` is True when an exact answer token was absent from the top-k: its log
     probability was then bounded from above by the smallest log probability in the top-k
-    (it cannot be more likely than anything listed), so ``score`` is a conservative
+    (it cannot be more likely than anything listed), or taken from a case/space variant
+    (``" True"``, ``"true"``) that was listed instead. Either way ``score`` is an
     estimate, not a measurement.
     """
 
@@ -263,33 +267,47 @@ def read_answer(
     ``answer_ids`` maps token ids to :data:`ANSWER_TRUE` / :data:`ANSWER_FALSE` and is
     checked first for integer keys and ``"token_id:N"`` keys.
 
-    Returns ``None`` when neither answer token is present (no verdict at this position).
-    When exactly one is present, the other is bounded by the smallest listed logprob and
-    the reading is marked ``estimated``. Values of -9999.0 (vLLM's -inf) count as present
-    with that value.
+    Exact keys (`` true``/`` false``, or their ids) always win. A case/space variant
+    (``"True"``, ``" TRUE"``, ``"true"``...) fills in only for an exact token that is
+    absent, and marks the reading ``estimated``. (FIX: the official code reads the two
+    exact ids only and scores 0.5 when one is missing; a variant never overrides the
+    exact token's own logprob, as stripping and lowercasing every key would.)
+
+    Returns ``None`` when neither answer is present, exactly or as a variant (no verdict
+    at this position). When one is missing altogether, it is bounded by the smallest
+    listed logprob and the reading is marked ``estimated``. Values of -9999.0 (vLLM's
+    -inf) count as present with that value.
     """
     pairs = top_logprobs.items() if isinstance(top_logprobs, Mapping) else top_logprobs
-    found: dict[str, float] = {}
+    exact: dict[str, float] = {}
+    variant: dict[str, float] = {}
     floor = math.inf
     for key, value in pairs:
         value = float(value)
         floor = min(floor, value)
         answer: str | None = None
+        is_exact = True
         if isinstance(key, int):
             answer = (answer_ids or {}).get(key)
+        elif (token_id := token_id_in_key(key)) is not None:
+            answer = (answer_ids or {}).get(token_id)
         else:
-            token_id = token_id_in_key(key)
-            answer = (
-                normalise_answer_token(key) if token_id is None
-                else (answer_ids or {}).get(token_id)
-            )
+            answer = normalise_answer_token(key)
+            is_exact = key == answer
+        found = exact if is_exact else variant
         if answer is not None and value > found.get(answer, -math.inf):
             found[answer] = value
-    if not found:
+    if not exact and not variant:
         return None
-    estimated = len(found) == 1
-    lt = found.get(ANSWER_TRUE, floor)
-    lf = found.get(ANSWER_FALSE, floor)
+    estimated = False
+    values: dict[str, float] = {}
+    for answer in (ANSWER_TRUE, ANSWER_FALSE):
+        if answer in exact:
+            values[answer] = exact[answer]
+        else:
+            values[answer] = variant.get(answer, floor)
+            estimated = True
+    lt, lf = values[ANSWER_TRUE], values[ANSWER_FALSE]
     return AnswerReading(
         score=score_from_logprobs(lt, lf),
         logprob_true=lt,

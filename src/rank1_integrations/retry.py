@@ -1,19 +1,35 @@
 """One retry policy for every transport: tenacity, exponential backoff with jitter,
 ``Retry-After`` honoured. The openai SDK's own retries are switched off by the client so
-that this is the only policy."""
+that this is the only policy.
+
+It applies to each HTTP step on its own (see :func:`with_retries`): the client hands it to
+the transports' :class:`~rank1_integrations.transports.sdk.Sdk`, so a failed forced-answer
+request is retried alone, without regenerating the reasoning chain before it.
+"""
 
 from __future__ import annotations
 
 import email.utils
 import math
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import httpx
 import openai
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential, wait_random
 
-__all__ = ["RETRY_STATUSES", "is_retryable", "retry_after_seconds", "retrying"]
+from .errors import BadResponseError
+
+__all__ = [
+    "RETRY_STATUSES", "RetryStep", "is_retryable", "once", "retry_after_seconds", "retrying",
+    "with_retries",
+]
+
+T = TypeVar("T")
+#: Runs one step (a coroutine function) under a retry policy and returns its result.
+RetryStep = Callable[[Callable[[], Awaitable[T]]], Awaitable[T]]
 
 #: HTTP statuses worth another try: timeouts, conflicts, rate limits, server errors.
 RETRY_STATUSES = frozenset({408, 409, 429})
@@ -22,8 +38,9 @@ MAX_RETRY_AFTER = 60.0
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """Connection errors, timeouts, 408/409/429 and 5xx are retried; nothing else."""
-    if isinstance(exc, (openai.APIConnectionError, httpx.TransportError)):
+    """Connection errors, timeouts, 408/409/429, 5xx and a 200 that is not what was asked
+    for (:class:`~rank1_integrations.errors.BadResponseError`) are retried; nothing else."""
+    if isinstance(exc, (openai.APIConnectionError, httpx.TransportError, BadResponseError)):
         return True  # APITimeoutError is an APIConnectionError
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code in RETRY_STATUSES or exc.status_code >= 500
@@ -86,3 +103,19 @@ def retrying(max_retries: int, *, backoff: float = 0.5, max_backoff: float = 20.
         retry=retry_if_exception(is_retryable),
         reraise=True,
     )
+
+
+async def with_retries(
+    step: Callable[[], Awaitable[T]], max_retries: int, *, backoff: float = 0.5
+) -> T:
+    """Run ``step`` and, while it fails retryably, up to ``max_retries`` more times; the
+    last exception is re-raised."""
+    async for attempt in retrying(max_retries, backoff=backoff):
+        with attempt:
+            return await step()
+    raise AssertionError("unreachable")  # pragma: no cover - reraise=True raises first
+
+
+async def once(step: Callable[[], Awaitable[T]]) -> T:
+    """The :data:`RetryStep` that tries once (for transports used without a client)."""
+    return await step()

@@ -3,8 +3,10 @@
 * vLLM ``/v1/completions``: text without the stop string, the stop-string tokens kept in
   ``tokens``/``top_logprobs``, ``stop_reason`` = the matched stop string, -9999.0 for -inf.
 * llama-cpp-python: the same legacy shape, keys collapsed by string, no ``stop_reason``.
-* llama.cpp ``llama-server``: chat-style ``logprobs.content`` with ids; non-streaming drops
-  the stop-string tokens, streaming (SSE) keeps them with empty text for special tokens.
+* llama.cpp ``llama-server`` (shapes as captured from the real binary, llama-cpp-python
+  0.3.36's vendored llama.cpp): chat-style ``logprobs.content`` with ids; non-streaming
+  drops the stop-string tokens' entries (and more), streaming (SSE) keeps them with empty
+  ``token`` text and no bytes (held back for the stop-string match).
 * vLLM chat completions with a reasoning parser.
 """
 
@@ -21,6 +23,8 @@ BASE_URL = "http://rank1.test/v1"
 
 #: Qwen2.5 ids of ' true' / ' false', and the (inferred) id of '</think>' in rank1.
 TRUE_ID, FALSE_ID, THINK_END_ID = 830, 895, 151666
+#: Qwen2.5's <|endoftext|>.
+EOS_ID = 151643
 
 HEAD = (
     "Determine if the following passage is relevant to the query. "
@@ -102,7 +106,7 @@ def vllm_forced(top: dict[str, float], token: str = " true") -> dict[str, Any]:
 def llama_cpp_python_completion(answer_top: dict[str, float]) -> dict[str, Any]:
     """llama-cpp-python's ``create_completion``: legacy shape, no ``stop_reason``, the
     stop-string tokens kept, one key per distinct string."""
-    tokens = ["The", " passage", " covers", " it", ".", "\n", "</think>", " True"]
+    tokens = ["The", " passage", " covers", " it", ".", "\n", "</think>", " true"]
     tops = [{t: -0.1, " a": -3.0} for t in tokens[:-1]] + [answer_top]
     return {
         "id": "cmpl-7e1d", "object": "text_completion", "created": 1764290002,
@@ -120,9 +124,13 @@ def llama_cpp_python_completion(answer_top: dict[str, float]) -> dict[str, Any]:
 
 
 def _ls_entry(token_id: int, token: str, logprob: float,
-              top: list[tuple[int, str, float]]) -> dict[str, Any]:
+              top: list[tuple[int, str, float]], *, held_back: bool = False) -> dict[str, Any]:
+    """One entry of llama-server's ``logprobs.content``. A token the server held back for a
+    partial stop-string match (streaming) has ``""`` as its token and no bytes: its text is
+    only in its own ``top_logprobs`` entry (same id)."""
     return {
-        "id": token_id, "token": token, "bytes": list(token.encode()), "logprob": logprob,
+        "id": token_id, "token": "" if held_back else token,
+        "bytes": [] if held_back else list(token.encode()), "logprob": logprob,
         "top_logprobs": [
             {"id": i, "token": t, "bytes": list(t.encode()), "logprob": lp} for i, t, lp in top
         ],
@@ -133,54 +141,87 @@ LS_REASONING = [(785, "The"), (3239, " passage"), (14521, " covers"), (41938, " 
                 (13, "."), (198, "\n")]
 LS_ANSWER_TOP = [(TRUE_ID, " true", -0.2), (FALSE_ID, " false", -1.9), (3007, " True", -5.5),
                  (198, "\n", -7.0)]
+_LS_META = {"created": 1764290003, "model": "rank1.gguf", "system_fingerprint": "b0-unknown",
+            "object": "text_completion"}
+_LS_USAGE = {"completion_tokens": 8, "prompt_tokens": 40, "total_tokens": 48,
+             "prompt_tokens_details": {"cached_tokens": 0}}
+_LS_TIMINGS = {"cache_n": 0, "prompt_n": 40, "prompt_ms": 5.1, "predicted_n": 8,
+               "predicted_ms": 7.1}
 
 
-def llama_server_entries(*, with_stop_tokens: bool) -> list[dict[str, Any]]:
+def llama_server_entries(*, with_stop_tokens: bool, special: bool = False) -> list[dict[str, Any]]:
+    """The reasoning's entries, then (``with_stop_tokens``) the two held-back stop-string
+    tokens. ``'</think>'`` is a special (CONTROL) token: even its top_logprobs text is empty
+    unless the server runs with ``--special`` (the ``preserved_tokens`` the client sends
+    make the stop string match, not the logprobs render it)."""
     entries = [_ls_entry(i, t, -0.1, [(i, t, -0.1), (279, " the", -3.2), (11, ",", -4.1)])
                for i, t in LS_REASONING]
     if with_stop_tokens:
-        # '</think>' is a special (CONTROL) token: its text is empty, only its id tells it
-        entries.append(_ls_entry(THINK_END_ID, "", -0.05,
-                                 [(THINK_END_ID, "", -0.05), (576, " The", -3.9)]))
-        entries.append(_ls_entry(TRUE_ID, " true", -0.2, LS_ANSWER_TOP))
+        think_end = "</think>" if special else ""
+        entries.append(_ls_entry(THINK_END_ID, think_end, -0.05,
+                                 [(THINK_END_ID, think_end, -0.05), (576, " The", -3.9)],
+                                 held_back=True))
+        entries.append(_ls_entry(TRUE_ID, " true", -0.2, LS_ANSWER_TOP, held_back=True))
     return entries
 
 
 def llama_server_completion() -> dict[str, Any]:
-    """llama-server's non-streaming /v1/completions: chat-style logprobs, stop tokens dropped."""
+    """llama-server's non-streaming /v1/completions: chat-style logprobs; the text lacks
+    the stop string, and the logprobs lack as many trailing entries as the stop string has
+    tokens when tokenized as plain text (4 for ``"</think> true"``: the answer, ``</think>``
+    and, as measured, two reasoning tokens before them)."""
     return {
         "choices": [{
             "text": "The passage covers tides.\n", "index": 0,
-            "logprobs": {"content": llama_server_entries(with_stop_tokens=False)},
+            "logprobs": {"content": llama_server_entries(with_stop_tokens=False)[:-2]},
             "finish_reason": "stop",
         }],
-        "created": 1764290003, "model": "rank1", "system_fingerprint": "b7000-abc",
-        "object": "text_completion", "id": "chatcmpl-ls1",
-        "usage": {"completion_tokens": 8, "prompt_tokens": 40, "total_tokens": 48},
-        "timings": {"prompt_n": 40, "predicted_n": 8},
+        **_LS_META, "usage": _LS_USAGE, "id": "chatcmpl-ls1", "timings": _LS_TIMINGS,
     }
 
 
-def llama_server_sse() -> bytes:
-    """llama-server's streaming /v1/completions: one chunk per token, the stop-string
-    tokens' probabilities kept (their text is held back), then a final chunk and [DONE]."""
+def _ls_sse(entries: list[dict[str, Any]], finish: str) -> bytes:
     chunks = []
-    for entry in llama_server_entries(with_stop_tokens=True):
-        is_stop_part = entry["id"] in (THINK_END_ID, TRUE_ID)
+    for entry in entries:
         chunks.append({
-            "choices": [{"text": "" if is_stop_part else entry["token"], "index": 0,
+            "choices": [{"text": entry["token"], "index": 0,
                          "logprobs": {"content": [entry]}, "finish_reason": None}],
-            "created": 1764290004, "id": "chatcmpl-ls2", "model": "rank1",
-            "system_fingerprint": "b7000-abc", "object": "text_completion",
+            **_LS_META, "id": "chatcmpl-ls2",
         })
     chunks.append({
-        "choices": [{"text": "", "index": 0, "logprobs": None, "finish_reason": "stop"}],
-        "created": 1764290004, "id": "chatcmpl-ls2", "model": "rank1",
-        "system_fingerprint": "b7000-abc", "object": "text_completion",
-        "usage": {"completion_tokens": 8, "prompt_tokens": 40, "total_tokens": 48},
+        "choices": [{"text": "", "index": 0, "logprobs": None, "finish_reason": finish}],
+        **_LS_META, "usage": {**_LS_USAGE, "completion_tokens": len(entries)},
+        "id": "chatcmpl-ls2", "timings": _LS_TIMINGS,
     })
     body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
     return body.encode()
+
+
+def llama_server_sse(*, special: bool = False, eos: bool = False) -> bytes:
+    """llama-server's streaming /v1/completions as seen on the wire: one chunk per token,
+    the held-back stop-string tokens with empty ``text`` and ``token`` (their text only in
+    their own top_logprobs), then a chunk with ``logprobs: null``, ``finish_reason: "stop"``
+    (for EOS and stop strings alike; there is no ``stop_reason``) and the usage, then
+    ``[DONE]``.
+
+    ``eos``: the stop string did not match (a server that renders ``</think>`` as "" and
+    got no ``preserved_tokens``): nothing is held back, `` true`` is written as text, and
+    generation ends on the end-of-text token (empty text)."""
+    if not eos:
+        return _ls_sse(llama_server_entries(with_stop_tokens=True, special=special), "stop")
+    entries = llama_server_entries(with_stop_tokens=False)
+    entries.append(_ls_entry(THINK_END_ID, "", -0.05, [(THINK_END_ID, "", -0.05)]))
+    entries.append(_ls_entry(TRUE_ID, " true", -0.2, LS_ANSWER_TOP))
+    entries.append(_ls_entry(EOS_ID, "", -0.01, [(EOS_ID, "", -0.01), (TRUE_ID, " true", -9.0),
+                                                 (FALSE_ID, " false", -9.5)]))
+    return _ls_sse(entries, "stop")
+
+
+def llama_server_forced_sse(top: list[tuple[int, str, float]]) -> bytes:
+    """llama-server's streamed answer to the one-token forced request (no stop strings:
+    nothing is held back)."""
+    token_id, token, logprob = top[0]
+    return _ls_sse([_ls_entry(token_id, token, logprob, top)], "length")
 
 
 def sse_response(body: bytes) -> httpx.Response:

@@ -170,3 +170,46 @@ async def test_forced_answer_without_tokens_is_kept_with_its_error(
     assert "NoVerdictError" in bad.error and "passage 1" in bad.error
     assert [j.score for j in judgments[::2]] == [pytest.approx(sigmoid_of(-0.2, -1.0))] * 2
     assert all(j.score != 0.5 for j in judgments if j.score is not None)
+
+
+def forced_server(failures: list[httpx.Response], counts: dict[str, int]):
+    """Chain requests get a cut chain; forced requests get ``failures`` first, then an
+    answer."""
+    def answer(request: httpx.Request) -> httpx.Response:
+        step = "forced" if body_of(request)["max_tokens"] == 1 else "chain"
+        counts[step] = counts.get(step, 0) + 1
+        if step == "chain":
+            return httpx.Response(200, json=vllm_completion(
+                reasoning=CUT_REASONING, answer=None, finish="length"))
+        if failures:
+            return failures.pop(0)
+        return httpx.Response(200, json=vllm_forced({" true": -0.3, " false": -1.4}))
+    return answer
+
+
+@respx.mock
+async def test_failed_forced_answer_is_retried_alone(respx_mock: respx.MockRouter) -> None:
+    """The forced answer is its own step: a 503 on it is retried without generating the
+    reasoning chain again, and the chain's tokens are counted once."""
+    counts: dict[str, int] = {}
+    failures = [httpx.Response(503, json={"error": "busy"}),
+                httpx.Response(200, content=b'{"choices": [{"text": " tr',
+                               headers={"content-type": "application/json"})]
+    respx_mock.post(f"{BASE_URL}/completions").mock(side_effect=forced_server(failures, counts))
+    judgment = await make_client(max_retries=2).ajudge(QUERY, PASSAGE)
+    assert counts == {"chain": 1, "forced": 3}
+    assert judgment.source is VerdictSource.FORCED_ANSWER
+    assert judgment.score == pytest.approx(sigmoid_of(-0.3, -1.4))
+    assert judgment.reasoning_tokens == 16
+
+
+@respx.mock
+async def test_each_step_has_its_own_tries(respx_mock: respx.MockRouter) -> None:
+    counts: dict[str, int] = {}
+    failures = [httpx.Response(500, json={})] * 3
+    respx_mock.post(f"{BASE_URL}/completions").mock(side_effect=forced_server(failures, counts))
+    with pytest.raises(JudgmentError) as info:
+        await make_client(max_retries=2).ajudge(QUERY, PASSAGE)
+    # the forced step had 1 + 2 tries and failed; the chain was not sent again
+    assert counts == {"chain": 1, "forced": 3}
+    assert info.value.__cause__.status_code == 500

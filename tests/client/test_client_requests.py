@@ -192,3 +192,73 @@ async def test_sync_rerank_inside_a_running_event_loop(respx_mock: respx.MockRou
     with make_client() as client:
         judgments = client.rerank("q", ["a", "b"])
     assert [j.index for j in judgments] == [0, 1]
+
+
+@pytest.mark.parametrize("response", [
+    # cut mid-body
+    httpx.Response(200, content=b'{"id": "cmpl-1", "choices": [{"text": "The',
+                   headers={"content-type": "application/json"}),
+    # a proxy's page instead of the server's JSON
+    httpx.Response(200, content=b"<html><body>Gateway busy</body></html>",
+                   headers={"content-type": "text/html"}),
+    httpx.Response(200, content=b"", headers={"content-type": "application/json"}),
+])
+@respx.mock
+async def test_200_that_is_not_json_is_retried(
+    respx_mock: respx.MockRouter, response: httpx.Response
+) -> None:
+    route = respx_mock.post(URL).mock(side_effect=[response, OK])
+    judgment = await make_client().ajudge("q", "p")
+    assert judgment.ok and route.call_count == 2
+
+
+@respx.mock
+async def test_200_that_is_never_json_fails_after_the_retries(
+    respx_mock: respx.MockRouter,
+) -> None:
+    from rank1_integrations.errors import BadResponseError
+
+    route = respx_mock.post(URL).mock(return_value=httpx.Response(
+        200, content=b"<html>busy</html>", headers={"content-type": "text/html"}))
+    judgments = await make_client(max_retries=2, on_error="keep").arerank("q", ["p"])
+    assert route.call_count == 3
+    assert judgments[0].score is None and "not JSON" in judgments[0].error
+    with pytest.raises(JudgmentError) as info:
+        await make_client(max_retries=0).ajudge("q", "p")
+    assert isinstance(info.value.__cause__, BadResponseError)
+
+
+@respx.mock
+async def test_json_with_another_content_type_is_read(respx_mock: respx.MockRouter) -> None:
+    import json
+
+    route = respx_mock.post(URL).mock(return_value=httpx.Response(
+        200, content=json.dumps(vllm_completion()).encode(),
+        headers={"content-type": "text/plain"}))
+    assert (await make_client().ajudge("q", "p")).ok
+    assert route.call_count == 1
+
+
+def _cut_streams() -> list[bytes]:
+    from rank1_payloads import llama_server_sse
+
+    good = llama_server_sse()
+    second = good.index(b"data: ", 10)
+    return [
+        good[: second + 40],  # cut mid-chunk: the SSE parser drops the partial event
+        good[:second],  # cut between chunks, before the last one and [DONE]
+        good[:second] + b'data: {"choices": [{"te\n\n' + good[second:],  # not JSON
+    ]
+
+
+@pytest.mark.parametrize("cut", _cut_streams())
+@respx.mock
+async def test_cut_stream_is_retried(respx_mock: respx.MockRouter, cut: bytes) -> None:
+    from rank1_payloads import llama_server_sse, sse_response
+
+    responses = [sse_response(cut), sse_response(llama_server_sse())]
+    route = respx_mock.post(URL).mock(side_effect=lambda request: responses.pop(0))
+    client = make_client()
+    client.transport.stream = True  # llama-server, known to need streaming
+    judgment = await client.ajudge("q", "p")
+    assert judgment.ok and route.call_count == 2

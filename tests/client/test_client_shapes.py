@@ -21,7 +21,8 @@ from rank1_payloads import (
     vllm_forced,
 )
 
-from rank1_integrations import Rank1Client
+from rank1_integrations import JudgmentError, Rank1Client
+from rank1_integrations.errors import BadResponseError
 from rank1_integrations.protocol import VerdictSource
 
 
@@ -65,19 +66,33 @@ async def test_vllm_false_answer_with_minus_inf(respx_mock: respx.MockRouter) ->
 
 
 @respx.mock
-async def test_llama_cpp_python_keys_collapse_and_true_variant(
+async def test_llama_cpp_python_exact_answer_wins_over_a_variant(
     respx_mock: respx.MockRouter,
 ) -> None:
-    # llama-cpp-python: one key per string; here the model picked ' True' (a variant)
-    top = {" True": -0.3, " false": -1.6, "\n": -4.0, " true": -2.2}
+    # llama-cpp-python: one key per string. ' False' is listed as more probable than the
+    # exact ' false': the exact tokens are read, the variant does not override it
+    top = {" true": -0.2, " False": -0.9, " false": -1.6, "\n": -4.0}
     respx_mock.post(f"{BASE_URL}/completions").mock(
         return_value=httpx.Response(200, json=llama_cpp_python_completion(top))
     )
     judgment = await make_client().ajudge("q", "p")
-    # the most probable 'true' key counts: ' True' at -0.3
-    assert judgment.score == pytest.approx(sigmoid_of(-0.3, -1.6))
+    assert judgment.score == pytest.approx(sigmoid_of(-0.2, -1.6))
+    assert judgment.score_estimated is False
     assert judgment.source is VerdictSource.ANSWER_LOGPROBS
     assert judgment.reasoning == "The passage covers it."
+
+
+@respx.mock
+async def test_llama_cpp_python_variant_stands_in_for_an_absent_answer(
+    respx_mock: respx.MockRouter,
+) -> None:
+    top = {" true": -0.2, " False": -1.6, "\n": -4.0}  # no exact ' false' in the top-k
+    respx_mock.post(f"{BASE_URL}/completions").mock(
+        return_value=httpx.Response(200, json=llama_cpp_python_completion(top))
+    )
+    judgment = await make_client().ajudge("q", "p")
+    assert judgment.score == pytest.approx(sigmoid_of(-0.2, -1.6))
+    assert judgment.score_estimated is True
 
 
 @respx.mock
@@ -173,13 +188,66 @@ async def test_neither_answer_token_goes_to_the_forced_answer(
 
 
 @respx.mock
-async def test_no_logprobs_at_all_uses_the_stop_string(respx_mock: respx.MockRouter) -> None:
+async def test_no_logprobs_at_all_gives_text_only_when_allowed(
+    respx_mock: respx.MockRouter,
+) -> None:
     payload = vllm_completion(answer=" false")
     payload["choices"][0]["logprobs"] = None
-    respx_mock.post(f"{BASE_URL}/completions").mock(return_value=httpx.Response(200, json=payload))
-    judgment = await make_client().ajudge("q", "p")
+    route = respx_mock.post(f"{BASE_URL}/completions").mock(
+        return_value=httpx.Response(200, json=payload)
+    )
+    judgment = await make_client(allow_text_only=True).ajudge("q", "p")
+    assert route.call_count == 1  # opted in: no retry
     assert judgment.source is VerdictSource.TEXT_ONLY
     assert (judgment.relevant, judgment.score) == (False, 0.0)
+
+
+@respx.mock
+async def test_no_logprobs_is_retried_then_fails_by_default(
+    respx_mock: respx.MockRouter,
+) -> None:
+    """A mix of calibrated and 0/1 scores silently ruins a ranking: without the opt-in a
+    response that lacks the logprobs asked for is retried like a 5xx, then fails."""
+    payload = vllm_completion(answer=" false")
+    payload["choices"][0]["logprobs"] = None
+    route = respx_mock.post(f"{BASE_URL}/completions").mock(
+        return_value=httpx.Response(200, json=payload)
+    )
+    judgments = await make_client(max_retries=2, on_error="keep").arerank("q", ["p"])
+    assert route.call_count == 3
+    assert judgments[0].score is None and judgments[0].source is None
+    assert "BadResponseError" in judgments[0].error and "allow_text_only" in judgments[0].error
+    with pytest.raises(JudgmentError) as info:
+        await make_client(max_retries=0).ajudge("q", "p")
+    assert isinstance(info.value.__cause__, BadResponseError)
+
+
+@respx.mock
+async def test_no_logprobs_once_is_retried_and_then_calibrated(
+    respx_mock: respx.MockRouter,
+) -> None:
+    bare = vllm_completion(answer=" false")
+    bare["choices"][0]["logprobs"] = None
+    route = respx_mock.post(f"{BASE_URL}/completions").mock(side_effect=[
+        httpx.Response(200, json=bare), httpx.Response(200, json=vllm_completion())])
+    judgment = await make_client().ajudge("q", "p")
+    assert route.call_count == 2
+    assert judgment.source is VerdictSource.ANSWER_LOGPROBS
+
+
+@respx.mock
+async def test_forced_answer_without_logprobs_is_text_only_when_allowed(
+    respx_mock: respx.MockRouter,
+) -> None:
+    first = vllm_completion(answer=None, finish="length")
+    first["choices"][0]["logprobs"] = None
+    forced = vllm_forced({" true": -0.1})
+    forced["choices"][0]["logprobs"] = None
+    respx_mock.post(f"{BASE_URL}/completions").mock(side_effect=[
+        httpx.Response(200, json=first), httpx.Response(200, json=forced)])
+    judgment = await make_client(allow_text_only=True).ajudge("q", "p")
+    assert judgment.source is VerdictSource.TEXT_ONLY
+    assert (judgment.relevant, judgment.score) == (True, 1.0)
 
 
 @respx.mock

@@ -98,6 +98,11 @@ def test_free_text_instruction_is_stripped_like_the_official_code() -> None:
 
 def test_instruction_equal_to_query_gives_the_query_once() -> None:
     assert apply_instruction("tides", "tides") == "tides"
+    # compared stripped, like the official ``q.strip() != i.strip()``, which then gives
+    # the stripped query
+    assert apply_instruction("tides ", " tides") == "tides"
+    assert apply_instruction(" tides\n", "tides") == "tides"
+    assert apply_instruction("tides", "tides  ") == "tides"
     assert build_prompt("tides", "p", instruction="tides") == (
         HEAD + "Query: tides\nPassage: p\n<think>"
     )

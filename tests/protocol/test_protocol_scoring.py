@@ -85,13 +85,38 @@ def test_read_answer_exact_tokens() -> None:
     assert (reading.logprob_true, reading.logprob_false, reading.estimated) == (-0.1, -2.4, False)
 
 
-def test_read_answer_variants_keep_the_most_probable_key() -> None:
-    # llama-cpp-python collapses keys by string; ' True' and 'true' are variants of ' true'
-    reading = read_answer({" True": -1.5, "true": -3.0, " false": -2.0, " true": -0.7})
+def test_read_answer_exact_token_wins_over_a_more_probable_variant() -> None:
+    # ' True' and 'true' are other tokens than ' true': the exact one's logprob counts even
+    # where a variant is listed as more probable, and the reading is a measurement
+    reading = read_answer({" True": -0.3, "true": -0.5, " false": -2.0, " true": -2.2})
     assert reading is not None
-    assert reading.logprob_true == -0.7
-    reading = read_answer({" True": -0.4, " false": -2.0})
-    assert reading is not None and reading.logprob_true == -0.4 and not reading.estimated
+    assert (reading.logprob_true, reading.logprob_false) == (-2.2, -2.0)
+    assert reading.score == pytest.approx(naive(-2.2, -2.0))
+    assert not reading.estimated
+    reading = read_answer({" FALSE": -0.1, " false": -3.0, " true": -1.0}.items())
+    assert reading is not None and reading.logprob_false == -3.0 and not reading.estimated
+
+
+@pytest.mark.parametrize("variant", ["True", "true", " TRUE", " True", "TRUE "])
+def test_read_answer_variant_fills_in_for_an_absent_exact_token(variant: str) -> None:
+    reading = read_answer({variant: -0.4, " false": -2.0, "\n": -6.0})
+    assert reading is not None
+    assert (reading.logprob_true, reading.logprob_false) == (-0.4, -2.0)
+    assert reading.estimated  # a stand-in, not the trained answer token
+    # of several variants the most probable stands in
+    reading = read_answer({" False": -3.5, "false": -1.5, " true": -0.3})
+    assert reading is not None and reading.logprob_false == -1.5 and reading.estimated
+
+
+def test_read_answer_ids_are_exact() -> None:
+    ids = {830: ANSWER_TRUE, 895: ANSWER_FALSE}
+    # llama-server's pairs: each alternative by text and by id; ' True' (3007) is a variant
+    pairs = [(" True", -0.2), (3007, -0.2), (" true", -1.0), (830, -1.0), ("", -3.0), (895, -3.0)]
+    reading = read_answer(pairs, answer_ids=ids)
+    assert reading is not None
+    assert (reading.logprob_true, reading.logprob_false, reading.estimated) == (-1.0, -3.0, False)
+    reading = read_answer({"token_id:830": -0.5, " False": -1.0}, answer_ids=ids)
+    assert reading is not None and reading.logprob_true == -0.5 and reading.estimated
 
 
 def test_read_answer_vllm_minus_inf_counts_as_present() -> None:

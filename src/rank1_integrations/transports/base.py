@@ -2,8 +2,9 @@
 
 A transport speaks one API shape (``/v1/completions``, ``/v1/chat/completions``,
 ``/v1/rerank``). It turns a :class:`JudgeCall` into a :class:`~rank1_integrations.Judgment`
-and knows nothing of retries, concurrency or caching: the client wraps it with those.
-It raises the SDK's exceptions for HTTP failures and
+and knows nothing of retries, concurrency or caching: the client wraps it with the last
+two and hands its :class:`~.sdk.Sdk` the retry policy, which the Sdk applies to each HTTP
+step on its own. It raises the SDK's exceptions for HTTP failures and
 :class:`~rank1_integrations.errors.NoVerdictError` when the model gives no verdict.
 """
 

@@ -23,7 +23,7 @@ from ..protocol import (
     verdict_from_text,
 )
 from .base import JudgeCall, Transport
-from .completions import TOP_LOGPROBS, _judgment, _text_only
+from .completions import GREEDY, GREEDY_EXTRA, TOP_LOGPROBS, _judgment, _text_only
 from .logprobs import answer_at, find_answer_position, positions
 from .sdk import Sdk
 
@@ -46,10 +46,10 @@ class ChatTransport(Transport):
             model=self.model,
             messages=[{"role": "user", "content": content}],
             max_tokens=call.max_reasoning_tokens,
-            temperature=0,
+            **GREEDY,
             logprobs=True,
             top_logprobs=TOP_LOGPROBS,
-            extra_body={"skip_special_tokens": False},
+            extra_body={"skip_special_tokens": False, **GREEDY_EXTRA},
         )
         choices = response.get("choices") or []
         if not choices:

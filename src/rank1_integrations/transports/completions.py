@@ -9,15 +9,22 @@ llama.cpp's ``llama-server`` drops the stop-string tokens' probabilities from
 non-streaming responses (it answers in the chat-style logprobs shape): when such a
 response stopped on a stop string yet lacks the answer, the request is repeated streaming
 (which keeps them), and streaming is used for that endpoint from then on.
+
+Decoding is greedy on every server: ``temperature=0`` plus the neutral value of each
+server's own penalty or sampler that could change an argmax (:data:`GREEDY`,
+:data:`GREEDY_EXTRA`). A response without the logprobs asked for is retried, then fails;
+only with ``allow_text_only`` does it give a text-only verdict.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from ..errors import NoVerdictError
+from ..errors import BadResponseError, NoVerdictError
 from ..judgment import Judgment
 from ..protocol import (
+    ANSWER_TRUE,
     STOP_STRINGS,
     THINK_END,
     AnswerReading,
@@ -25,14 +32,39 @@ from ..protocol import (
     extract_reasoning,
     forced_answer_prompt,
     is_relevant,
+    normalise_answer_token,
 )
 from .base import JudgeCall, Transport
 from .logprobs import Position, answer_at, is_answer_token, positions
 from .sdk import Sdk
 
-__all__ = ["CompletionsTransport"]
+__all__ = ["CompletionsTransport", "GREEDY", "GREEDY_EXTRA", "TOP_LOGPROBS"]
 
 TOP_LOGPROBS = 20
+
+#: OpenAI's own sampling fields, set to plain greedy decoding: any host accepts them.
+GREEDY: dict[str, Any] = {
+    "temperature": 0, "top_p": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0,
+}
+#: Server-specific fields that would otherwise change a greedy chain, set to neutral (sent
+#: in ``extra_body``; a strict host that refuses one gets the request without it):
+#:
+#: * ``repetition_penalty`` (vLLM): vLLM takes it from the model's generation_config.json
+#:   unless the request sets it.
+#: * ``repeat_penalty`` (llama.cpp): llama-cpp-python's server defaults to 1.1 (its
+#:   ``server/types.py``); llama-server to 1.0, but its ``--repeat-penalty`` flag and a
+#:   GGUF's ``general.sampling.penalty_repeat`` change that default.
+#: * ``dry_multiplier``, ``xtc_probability``, ``typical_p`` (llama-server): off by
+#:   default, but its flags (and for XTC the GGUF metadata) can turn them on, and each can
+#:   drop the most probable token before the temperature-0 step picks the maximum.
+#:
+#: Not sent: ``top_k``, ``min_p`` (nor ``top_p``'s effect): truncation keeps the most
+#: probable token, so at temperature 0 they cannot change the chain, and vLLM resets them
+#: for greedy requests anyway. Logprobs are read before sampling on all three servers.
+GREEDY_EXTRA: dict[str, Any] = {
+    "repetition_penalty": 1.0, "repeat_penalty": 1.0,
+    "dry_multiplier": 0.0, "xtc_probability": 0.0, "typical_p": 1.0,
+}
 
 
 class CompletionsTransport(Transport):
@@ -42,27 +74,36 @@ class CompletionsTransport(Transport):
     vocabulary (830 and 895 for the Qwen2.5-based rank1 models). When given, the forced
     answer asks vLLM for exactly those two (``allowed_token_ids`` and
     ``logprob_token_ids``) and llama.cpp-style ids are matched directly.
+
+    ``allow_text_only``: accept a response without logprobs and give a text-only verdict
+    (score 1.0 or 0.0). Off by default: such a response is retried and then fails, since a
+    ranking that mixes calibrated scores with 0/1 ones is silently wrong.
+
+    Each request is one step of ``sdk``'s retry policy: a failed forced answer is retried
+    alone, without generating the reasoning again.
     """
 
     name = "completions"
 
     def __init__(
-        self, sdk: Sdk, model: str, *, answer_token_ids: tuple[int, int] | None = None
+        self, sdk: Sdk, model: str, *, answer_token_ids: tuple[int, int] | None = None,
+        allow_text_only: bool = False,
     ) -> None:
         self.sdk = sdk
         self.model = model
         self.answer_token_ids = answer_token_ids
+        self.allow_text_only = allow_text_only
         #: Set once the server turned out to need streaming (llama-server).
         self.stream = False
 
     def _params(self, prompt: str, max_tokens: int, **extra: Any) -> dict[str, Any]:
-        body: dict[str, Any] = {"skip_special_tokens": False}
+        body: dict[str, Any] = {"skip_special_tokens": False, **GREEDY_EXTRA}
         body.update(extra.pop("extra_body", {}))
         return {
             "model": self.model,
             "prompt": prompt,
             "max_tokens": max_tokens,
-            "temperature": 0,
+            **GREEDY,
             "logprobs": TOP_LOGPROBS,
             "extra_body": body,
             **extra,
@@ -70,10 +111,15 @@ class CompletionsTransport(Transport):
 
     async def _complete(self, params: dict[str, Any]) -> dict[str, Any]:
         """One completion as ``{text, finish_reason, stop_reason, positions, tokens_used,
-        chat_shaped}``, streaming when the server needs it."""
+        chat_shaped}``, streaming when the server needs it. Without ``allow_text_only``, a
+        response without logprobs raises :class:`BadResponseError` inside the step (so
+        it is retried)."""
+        need = not self.allow_text_only
         if not self.stream:
-            response = await self.sdk.create("completions", **params)
-            result = _choice(response)
+            result = await self.sdk.create(
+                "completions", parse=functools.partial(_choice, require_logprobs=need),
+                **params,
+            )
             if not (result["chat_shaped"] and result["finish_reason"] == "stop"):
                 return result
             last = result["positions"][-1] if result["positions"] else None
@@ -84,11 +130,19 @@ class CompletionsTransport(Transport):
             ):
                 return result
             self.stream = True  # llama-server: the stop tokens' logprobs were dropped
-        chunks = await self.sdk.stream("completions", **params)
-        return _merge_chunks(chunks)
+        return await self.sdk.stream(
+            "completions", parse=functools.partial(_merge_chunks, require_logprobs=need),
+            **params,
+        )
 
     async def judge(self, call: JudgeCall) -> Judgment:
-        params = self._params(call.prompt, call.max_reasoning_tokens, stop=list(STOP_STRINGS))
+        params = self._params(
+            call.prompt, call.max_reasoning_tokens, stop=list(STOP_STRINGS),
+            # llama-server renders special tokens (rank1's ``</think>``) as "" unless
+            # started with --special or asked per request: without it the stop strings
+            # never match and every judgment needs the forced answer
+            extra_body={"preserved_tokens": [THINK_END]},
+        )
         out = await self._complete(params)
         reasoning = extract_reasoning(out["text"])
         fields = {
@@ -110,7 +164,8 @@ class CompletionsTransport(Transport):
             if reading is not None:
                 return _judgment(reading, VerdictSource.ANSWER_LOGPROBS, **fields)
         if items is None and out["finish_reason"] == "stop" and out["stop_reason"] in STOP_STRINGS:
-            # The host sent no logprobs at all: the matched stop string is the verdict.
+            # The host sent no logprobs at all (accepted with allow_text_only only): the
+            # matched stop string is the verdict.
             return _text_only(out["stop_reason"] == STOP_STRINGS[0], **fields)
         return await self._forced(call, out["text"], fields)
 
@@ -126,6 +181,10 @@ class CompletionsTransport(Transport):
         out = await self._complete(self._params(prompt, 1, extra_body=extra_body))
         items = out["positions"] or []
         reading = answer_at(items[0], self.answer_token_ids) if items else None
+        if reading is None and out["positions"] is None and self.allow_text_only:
+            answer = normalise_answer_token(out["text"])  # opted in: the token as text
+            if answer is not None:
+                return _text_only(answer == ANSWER_TRUE, **fields)
         if reading is None:
             raise NoVerdictError(
                 f"no answer token in the forced answer's top-{TOP_LOGPROBS} "
@@ -152,13 +211,24 @@ def _text_only(relevant: bool, **fields: Any) -> Judgment:
     )
 
 
-def _choice(response: dict[str, Any]) -> dict[str, Any]:
+def _missing_logprobs(what: str) -> BadResponseError:
+    return BadResponseError(
+        f"the server sent {what} without the logprobs asked for (set allow_text_only=True "
+        "to accept a text-only verdict, score 1.0 or 0.0)"
+    )
+
+
+def _choice(response: dict[str, Any], *, require_logprobs: bool = False) -> dict[str, Any]:
+    if not isinstance(response, dict):
+        raise BadResponseError(f"the server's answer is not a JSON object: {str(response)[:200]}")
     choices = response.get("choices") or []
     if not choices:
         raise NoVerdictError(f"the server answered without choices: {str(response)[:200]}")
     choice = choices[0]
     logprobs = choice.get("logprobs")
     items = positions(logprobs)
+    if items is None and require_logprobs:
+        raise _missing_logprobs("a completion")
     usage = response.get("usage") or {}
     return {
         "text": choice.get("text") or "",
@@ -170,12 +240,20 @@ def _choice(response: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _merge_chunks(chunks: list[dict[str, Any]]) -> dict[str, Any]:
-    """Join streamed completion chunks into one result like :func:`_choice`'s."""
+def _merge_chunks(
+    chunks: list[dict[str, Any]], *, require_logprobs: bool = False
+) -> dict[str, Any]:
+    """Join streamed completion chunks into one result like :func:`_choice`'s.
+
+    llama-server's last chunk has ``logprobs: null`` and may carry the ``usage``. A stream
+    cut before the chunk with the ``finish_reason`` raises :class:`BadResponseError`."""
     text, finish, stop_reason = [], None, None
     items: list[Position] = []
     saw_logprobs = False
+    used: int | None = None
     for chunk in chunks:
+        usage = chunk.get("usage") or {}
+        used = usage.get("completion_tokens") or used
         for choice in chunk.get("choices") or []:
             text.append(choice.get("text") or "")
             finish = choice.get("finish_reason") or finish
@@ -184,12 +262,16 @@ def _merge_chunks(chunks: list[dict[str, Any]]) -> dict[str, Any]:
             if part is not None:
                 saw_logprobs = True
                 items.extend(part)
+    if finish is None:  # every server ends a stream with a finish_reason
+        raise BadResponseError("the stream ended before its last chunk (no finish_reason)")
+    if not saw_logprobs and require_logprobs:
+        raise _missing_logprobs("a streamed completion")
     return {
         "text": "".join(text),
         "finish_reason": finish,
         "stop_reason": stop_reason,
         "positions": items if saw_logprobs else None,
-        "tokens_used": len(items),
+        "tokens_used": used or len(items),
         "chat_shaped": True,
     }
 

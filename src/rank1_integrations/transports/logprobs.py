@@ -4,8 +4,12 @@
   ``{"tokens": [...], "token_logprobs": [...], "top_logprobs": [{text: logprob}, ...]}``.
   llama-cpp-python collapses keys that decode to the same text.
 * llama.cpp's ``llama-server`` and every chat completion:
-  ``{"content": [{"id", "token", "logprob", "top_logprobs": [{"id", "token", "logprob"}]}]}``;
-  special tokens may have empty ``token`` text, so entries keep their ids.
+  ``{"content": [{"id", "token", "bytes", "logprob", "top_logprobs": [{"id", "token", ...}]}]}``;
+  special tokens may have empty ``token`` text, so entries keep their ids. In streamed
+  chunks llama-server also writes ``""`` as the ``token`` of every token it held back for a
+  partial stop-string match (the `` true`` that completes ``</think> true`` included);
+  that token's text is then read from its own ``top_logprobs`` entry (same id) or from
+  its ``bytes``.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ def positions(logprobs: Mapping[str, Any] | None) -> list[Position] | None:
                 top.append((alt.get("token", ""), float(alt["logprob"])))
                 if alt.get("id") is not None:
                     top.append((int(alt["id"]), float(alt["logprob"])))
-            out.append(Position(entry.get("token", ""), top, entry.get("id")))
+            out.append(Position(_entry_text(entry), top, entry.get("id")))
         return out
     tokens = logprobs.get("tokens") or []
     tops = logprobs.get("top_logprobs") or []
@@ -60,6 +64,27 @@ def positions(logprobs: Mapping[str, Any] | None) -> list[Position] | None:
         top_map = tops[i] if i < len(tops) and tops[i] else {}
         out.append(Position(token, [(k, float(v)) for k, v in top_map.items()]))
     return out
+
+
+def _entry_text(entry: Mapping[str, Any]) -> str:
+    """A chat-style entry's token text; when it is empty (a special token, or one that
+    llama-server held back for a partial stop-string match), the text its own
+    ``top_logprobs`` entry (same id) or its ``bytes`` give, else ``""``."""
+    token = entry.get("token") or ""
+    if token:
+        return token
+    token_id = entry.get("id")
+    if token_id is not None:
+        for alt in entry.get("top_logprobs") or []:
+            if alt.get("id") == token_id and alt.get("token"):
+                return str(alt["token"])
+    raw = entry.get("bytes")
+    if raw:
+        try:
+            return bytes(raw).decode("utf-8", errors="replace")
+        except (TypeError, ValueError):  # not a list of byte values
+            return ""
+    return ""
 
 
 def answer_at(

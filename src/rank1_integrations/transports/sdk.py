@@ -3,6 +3,26 @@
 It accepts the async or the sync SDK client (a sync one runs in a worker thread, so calls
 stay concurrent) and turns responses into the JSON the server sent, extra fields
 included (``reasoning``, llama.cpp's logprobs shape, ...).
+
+Every call is one HTTP step, run under the retry policy the client hands in (``retry``):
+a step that fails is retried on its own, and ``parse`` (the transport's reading of the
+response) runs inside the step, so a response it refuses with
+:class:`~rank1_integrations.errors.BadResponseError` is retried like a 5xx. A 200 whose
+body is not valid JSON (cut, or rewritten by a proxy) raises that error too.
+
+Fields outside OpenAI's own API travel in ``extra_body`` (``skip_special_tokens``,
+``repeat_penalty``, ``allowed_token_ids``, ...). Most hosts ignore the ones they do not
+know, but a strict one answers 400 (or 422) naming them: pydantic's ``extra_forbidden``
+("Extra inputs are not permitted") or OpenAI's "Unrecognized request argument supplied:
+X". Such a field is dropped, the request sent again at once (this is not a retry: the host
+answered), and the field is not sent again by this ``Sdk`` (one per client).
+
+Streamed requests ask for ``Connection: close``. llama.cpp's ``llama-server`` (the only
+host the transports stream from) closes the connection after every streamed response
+while announcing keep-alive; aiohttp, the SDK's fastest HTTP stack, then puts the dead
+connection back in its pool, and the next request on it fails to write its body ("Can
+not write request body", an ``APITimeoutError``). Asked for ``close``, the server says so
+in the response and no stack reuses the connection (which the server would close anyway).
 """
 
 from __future__ import annotations
@@ -10,25 +30,92 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import json
+import logging
+import re
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import openai
 
-__all__ = ["Sdk"]
+from ..errors import BadResponseError
+from ..retry import RetryStep, once
+
+__all__ = ["Sdk", "rejected_fields"]
+
+logger = logging.getLogger("rank1_integrations")
 
 AnyOpenAI = openai.AsyncOpenAI | openai.OpenAI
 T = TypeVar("T")
+
+#: Headers of every streamed request (see the module's docstring).
+STREAM_HEADERS = {"Connection": "close"}
+
+#: Statuses with which hosts refuse a request body: 400, and FastAPI's 422 for pydantic
+#: validation errors.
+_REFUSAL_STATUSES = frozenset({400, 422})
+#: Words by which an error says that a field is not accepted at all (not that its value
+#: is wrong: a bad value, e.g. an out-of-vocabulary ``allowed_token_ids``, must fail).
+_UNKNOWN_FIELD = re.compile(
+    r"unrecogni[sz]ed|unknown|extra|not permitted|not allowed|unsupported|not supported"
+    r"|unexpected|additional propert|invalid (?:field|param|argument|key)",
+    re.IGNORECASE,
+)
 
 
 def _dump(obj: Any) -> dict[str, Any]:
     return obj.model_dump() if hasattr(obj, "model_dump") else dict(obj)
 
 
+def _error_text(exc: openai.APIStatusError) -> str:
+    parts = [str(exc.message)]
+    try:
+        parts.append(exc.response.text)
+    except Exception:  # noqa: BLE001 - a body that was not read: the message says enough
+        pass
+    return "\n".join(parts)
+
+
+def rejected_fields(exc: BaseException, fields: Iterable[str]) -> set[str]:
+    """The fields among ``fields`` that ``exc`` (a 400/422) says the host does not accept.
+
+    >>> import httpx
+    >>> response = httpx.Response(400, request=httpx.Request("POST", "http://h/v1"),
+    ...     json={"error": {"message": "Unrecognized request argument supplied: top_k"}})
+    >>> sorted(rejected_fields(openai.BadRequestError("bad", response=response, body=None),
+    ...                        ["top_k", "min_p"]))
+    ['top_k']
+    """
+    if not isinstance(exc, openai.APIStatusError) or exc.status_code not in _REFUSAL_STATUSES:
+        return set()
+    text = _error_text(exc)
+    if not _UNKNOWN_FIELD.search(text):
+        return set()
+    return {
+        name for name in fields
+        if re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])", text)
+    }
+
+
+def _json_object(data: Any, path: str) -> Any:
+    """The SDK's ``cast_to=object`` result as JSON: it hands back the text of a response
+    whose content type is not JSON; that text must still parse."""
+    if not isinstance(data, str):
+        return data
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise BadResponseError(
+            f"the 200 response to {path} is not JSON: {data[:200]!r}"
+        ) from None
+
+
 class Sdk:
     """``get_client`` returns the SDK client to use now (one per event loop).
+
+    ``retry`` runs each HTTP step under the client's retry policy (default: one try).
 
     Calls of a sync client run in a pool of ``max_threads`` worker threads (the client's
     ``concurrency``): asyncio's default pool has only ``min(32, cpus + 4)`` threads, which
@@ -36,12 +123,19 @@ class Sdk:
     """
 
     def __init__(
-        self, get_client: Callable[[], AnyOpenAI], *, max_threads: int | None = None
+        self,
+        get_client: Callable[[], AnyOpenAI],
+        *,
+        max_threads: int | None = None,
+        retry: RetryStep[Any] = once,
     ) -> None:
         self._get_client = get_client
         self._max_threads = max_threads
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self.retry = retry
+        #: ``extra_body`` fields this host refused; they are no longer sent.
+        self.rejected: frozenset[str] = frozenset()
 
     async def _in_thread(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run a blocking SDK call in the worker pool."""
@@ -68,33 +162,96 @@ class Sdk:
         resource = client.completions if endpoint == "completions" else client.chat.completions
         return resource, isinstance(client, openai.AsyncOpenAI)
 
-    async def create(self, endpoint: str, **params: Any) -> dict[str, Any]:
-        """``POST /completions`` or ``/chat/completions``; the response JSON as a dict.
+    async def _without_refused(
+        self, extra_body: Mapping[str, Any],
+        send: Callable[[dict[str, Any]], Awaitable[T]],
+    ) -> T:
+        """``send(extra)`` with the ``extra_body`` fields the host accepts; a field that a
+        400/422 refuses is dropped and the request sent again (each time with fewer)."""
+        while True:
+            extra = {k: v for k, v in extra_body.items() if k not in self.rejected}
+            try:
+                return await send(extra)
+            except openai.APIStatusError as exc:
+                refused = rejected_fields(exc, extra)
+                if not refused:
+                    raise
+                with self._lock:
+                    self.rejected = self.rejected | refused
+                logger.warning(
+                    "rank1: the host refuses the request field(s) %s (HTTP %d); "
+                    "sending without them from now on", sorted(refused), exc.status_code,
+                )
+
+    async def create(
+        self, endpoint: str, *, parse: Callable[[dict[str, Any]], T] | None = None,
+        **params: Any,
+    ) -> Any:
+        """``POST /completions`` or ``/chat/completions``: the response JSON as a dict, or
+        what ``parse`` makes of it.
 
         ``extra_body`` is merged into the body as the SDK's typed methods do. The raw JSON
         is kept (no typed model in between): it is the server's own fields, extras
         included, and parsing typed models costs more CPU than the rest of a judgment.
         """
         extra_body = params.pop("extra_body", {})  # first: ``**params`` must not hold it
-        body = {**params, **extra_body}
         path = "/completions" if endpoint == "completions" else "/chat/completions"
-        return await self.post(path, body)
 
-    async def stream(self, endpoint: str, **params: Any) -> list[dict[str, Any]]:
-        """The same with ``stream=True``; every chunk as a dict."""
+        async def step() -> Any:
+            response = await self._without_refused(
+                extra_body, lambda extra: self._post_json(path, {**params, **extra})
+            )
+            return parse(response) if parse is not None else response
+
+        return await self.retry(step)
+
+    async def stream(
+        self, endpoint: str, *, parse: Callable[[list[dict[str, Any]]], T] | None = None,
+        **params: Any,
+    ) -> Any:
+        """The same with ``stream=True``: every chunk as a dict, or what ``parse`` makes
+        of the list."""
+        extra_body = params.pop("extra_body", {})
+
+        async def step() -> Any:
+            chunks = await self._without_refused(
+                extra_body, lambda extra: self._collect(endpoint, params, extra)
+            )
+            return parse(chunks) if parse is not None else chunks
+
+        return await self.retry(step)
+
+    async def _collect(
+        self, endpoint: str, params: dict[str, Any], extra_body: dict[str, Any]
+    ) -> list[dict[str, Any]]:
         resource, is_async = self._resource(endpoint)
-        if is_async:
-            stream = await resource.create(stream=True, **params)
-            return [_dump(chunk) async for chunk in stream]
+        kwargs = {**params, "stream": True, "extra_body": extra_body,
+                  "extra_headers": STREAM_HEADERS}
+        try:
+            if is_async:
+                stream = await resource.create(**kwargs)
+                return [_dump(chunk) async for chunk in stream]
 
-        def collect() -> list[dict[str, Any]]:
-            return [_dump(chunk) for chunk in resource.create(stream=True, **params)]
+            def collect() -> list[dict[str, Any]]:
+                return [_dump(chunk) for chunk in resource.create(**kwargs)]
 
-        return await self._in_thread(collect)
+            return await self._in_thread(collect)
+        except json.JSONDecodeError as exc:
+            raise BadResponseError(f"a streamed chunk is not valid JSON: {exc}") from exc
 
-    async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """``POST`` any JSON path under the base URL (e.g. ``/rerank``)."""
+    async def post(self, path: str, body: dict[str, Any]) -> Any:
+        """``POST`` any JSON path under the base URL (e.g. ``/rerank``), as one step."""
+        return await self.retry(lambda: self._post_json(path, body))
+
+    async def _post_json(self, path: str, body: dict[str, Any]) -> Any:
         client = self._get_client()
-        if isinstance(client, openai.AsyncOpenAI):
-            return await client.post(path, body=body, cast_to=object)
-        return await self._in_thread(client.post, path, body=body, cast_to=object)
+        try:
+            if isinstance(client, openai.AsyncOpenAI):
+                data = await client.post(path, body=body, cast_to=object)
+            else:
+                data = await self._in_thread(client.post, path, body=body, cast_to=object)
+        except json.JSONDecodeError as exc:
+            raise BadResponseError(
+                f"the 200 response to {path} is not valid JSON: {exc}"
+            ) from exc
+        return _json_object(data, path)
