@@ -369,6 +369,8 @@ class Rank1Client:
             base_url=self._endpoint, mode=self.mode, model=self.model, prompt=call.prompt,
             max_reasoning_tokens=call.max_reasoning_tokens,
             answer_token_ids=self.answer_token_ids,
+            # a text-only verdict must never reach a client that did not opt in to them
+            **({"allow_text_only": True} if self.allow_text_only else {}),
         )
 
     async def _retry(self, step: Callable[[], Awaitable[T]]) -> T:

@@ -84,10 +84,13 @@ async def test_anything_that_changes_the_answer_is_a_new_request(
     assert route.call_count == 7
     await make_client("http://other.test/v1", cache=shared).ajudge("q", "p")
     assert (route.call_count, other.call_count) == (7, 1)
+    # a client that accepts text-only verdicts keeps its own entries
+    await make_client(cache=shared, allow_text_only=True).ajudge("q", "p")
+    assert route.call_count == 8
     # and all of those are now cached
     await make_client(cache=shared, max_reasoning_tokens=512).ajudge("q", "p")
     await make_client(cache=shared).ajudge("q", "p", title="T")
-    assert route.call_count == 7
+    assert route.call_count == 8
 
 
 @respx.mock
