@@ -74,6 +74,10 @@ class ServerConfig:
     max_reasoning_tokens: int = 2048
     kv_unified: bool = False
     flash_attn: bool = False
+    #: Let llama.cpp repack quantized weights for its CPU kernels (``--no-repack`` turns
+    #: it off: needed where the CPU advertises AMX but the sandbox traps it, see
+    #: :meth:`~rank1_server.backend.LlamaModel.load`).
+    repack: bool = True
     max_body_bytes: int = 32 * 1024 * 1024
 
     def served_name(self) -> str:
@@ -138,7 +142,9 @@ class ServerState:
     def load(self) -> None:
         """Load the model and start the engine (blocking: run it in a thread)."""
         cfg = self.config
-        model = LlamaModel.load(cfg.model_path, n_gpu_layers=cfg.n_gpu_layers)
+        model = LlamaModel.load(
+            cfg.model_path, n_gpu_layers=cfg.n_gpu_layers, repack=cfg.repack
+        )
         try:
             n_ctx = cfg.n_ctx or min(model.n_ctx_train or 4096, 4096)
             ctx = LlamaContext(
@@ -162,8 +168,9 @@ class ServerState:
         engine.start()
         self.engine = engine
         log.info(
-            "serving %s: %d slots x %d tokens, %d GPU layers, %d threads",
+            "serving %s: %d slots x %d tokens, %d GPU layers, %d threads, repacking %s",
             self.model_name, cfg.parallel, n_ctx, model.n_gpu_layers, ctx.n_threads,
+            "on" if cfg.repack else "off",
         )
 
     def ready(self) -> Engine:

@@ -1,0 +1,72 @@
+"""Fitting rank1 to the server it runs on: reasoning budgets that fit one slot's context
+(in ``/v1/rerank`` and in the completions client), ``/tokenize``, ``logprob_token_ids``
+answered as vLLM answers it, answer token ids the client discovers, and ``--no-repack``;
+on the random model and on a real quantized model (SmolLM2 Q4_1)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from rank1_server.app import ServerConfig, ServerState
+from rank1_server.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+N_CTX = 1024  # the shared server fixture's context per slot (conftest.N_CTX)
+#: SmolLM2's ids of " true" and " false".
+SMOLLM2_ANSWERS = (2629, 7065)
+QUERY = "what causes tides?"
+#: Passages after which SmolLM2 ends its output (end of turn) within a few tokens.
+QUICK = ["The Moon's gravity pulls the oceans.", "Tides are caused by the Moon.",
+         "Volcanoes erupt molten rock."]
+
+
+_LOAD_AND_DECODE = """
+import sys
+from rank1_server.backend import LlamaContext, LlamaModel, import_llama_cpp
+model = LlamaModel.load(sys.argv[1], n_gpu_layers=0, repack=sys.argv[2] == "on")
+ctx = LlamaContext(model, n_seq=1, n_ctx_per_seq=256, n_threads=1)
+ids = model.tokenize("The capital of France is", add_special=True)
+for i, t in enumerate(ids):
+    ctx.batch.add(t, i, 0, i == len(ids) - 1)
+assert ctx.decode() == 0
+print("NEXT", model.piece(int(ctx.logits(len(ids) - 1).argmax())).decode(), flush=True)
+print("SYSTEM", import_llama_cpp().llama_print_system_info().decode(), flush=True)
+"""
+
+
+def _load_and_decode(path: Path, repack: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RANK1_SERVER_LLAMA_VERBOSE": "1", "PYTHONPATH": os.pathsep.join(
+        [str(ROOT / "src"), str(ROOT / "local_server"), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-c", _LOAD_AND_DECODE, str(path), repack],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_no_repack_loads_and_decodes_a_quantized_model(smollm2_path: Path) -> None:
+    """Repacking off reaches llama.cpp (its loader no longer considers the CPU's extra
+    buffer types) and the Q4_1 model decodes: the path that avoids the SIGILL of
+    AMX-repacked weights on sandboxed CPUs."""
+    off = _load_and_decode(smollm2_path, "off")
+    assert off.returncode == 0, off.stderr[-2000:]
+    assert "load_tensors" in off.stderr  # llama.cpp's loader log was captured
+    assert "CPU_REPACK" not in off.stderr
+    assert "NEXT " in off.stdout and off.stdout.split("NEXT ")[1].strip()
+    on = _load_and_decode(smollm2_path, "on")
+    assert on.returncode == 0, on.stderr[-2000:]  # this CPU does not trap the repack
+    if "REPACK = 1" in on.stdout:  # a build with repacking: the loader looked at it
+        assert "CPU_REPACK" in on.stderr
+
+
+def test_no_repack_flag_reaches_the_model(smollm2_path: Path) -> None:
+    assert build_parser().parse_args([]).repack is True
+    assert build_parser().parse_args(["--no-repack"]).repack is False
+    assert "SIGILL" in build_parser().format_help()
+    state = ServerState(ServerConfig(model_path=str(smollm2_path), parallel=1, n_ctx=256,
+                                     repack=False))
+    state.load()
+    try:
+        assert state.engine is not None and state.engine.model.repack is False
+    finally:
+        state.engine.stop()
