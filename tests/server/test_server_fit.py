@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 from rank1_server.app import ServerConfig, ServerState
 from rank1_server.cli import build_parser
 
@@ -21,6 +22,46 @@ QUERY = "what causes tides?"
 #: Passages after which SmolLM2 ends its output (end of turn) within a few tokens.
 QUICK = ["The Moon's gravity pulls the oceans.", "Tides are caused by the Moon.",
          "Volcanoes erupt molten rock."]
+
+
+def _tokenize(base_url: str, text: str, *, add_special_tokens: bool = True) -> dict:
+    r = httpx.post(f"{base_url.removesuffix('/v1')}/tokenize",
+                   json={"prompt": text, "add_special_tokens": add_special_tokens})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_tokenize_has_vllms_shape(server: str) -> None:
+    text = "Passage: the moon\n<think>"
+    plain = _tokenize(server, text, add_special_tokens=False)
+    assert plain["count"] == len(plain["tokens"]) and plain["max_model_len"] == N_CTX
+    r = httpx.post(f"{server.removesuffix('/v1')}/tokenize",
+                   json={"prompt": text, "add_special_tokens": False, "return_token_strs": True})
+    assert "".join(r.json()["token_strs"]) == text
+    # with special tokens: the count the completions endpoint reports for that prompt
+    full = _tokenize(server, text)
+    usage = httpx.post(f"{server}/completions",
+                       json={"prompt": text, "max_tokens": 1}).json()["usage"]
+    assert full["count"] == usage["prompt_tokens"]
+
+
+def test_logprob_token_ids_are_exactly_those_ids(server: str) -> None:
+    """vLLM's semantics: ``logprob_token_ids`` replaces the top-k."""
+    (t,) = _tokenize(server, " true", add_special_tokens=False)["tokens"]
+    (f,) = _tokenize(server, " false", add_special_tokens=False)["tokens"]
+    body = {"prompt": "Passage: the sea", "max_tokens": 3, "logprobs": 5,
+            "logprob_token_ids": [t, f], "return_tokens_as_token_ids": True}
+    choice = httpx.post(f"{server}/completions", json=body).json()["choices"][0]
+    tops = choice["logprobs"]["top_logprobs"]
+    assert len(tops) == 3
+    for top in tops:
+        assert set(top) == {f"token_id:{t}", f"token_id:{f}"}
+    # restricted to the two: the chosen token is one of them, with its logprob listed
+    body["allowed_token_ids"] = [t, f]
+    lp = httpx.post(f"{server}/completions", json=body).json()["choices"][0]["logprobs"]
+    for token, value, top in zip(lp["tokens"], lp["token_logprobs"], lp["top_logprobs"],
+                                 strict=True):
+        assert top[token] == value
 
 
 _LOAD_AND_DECODE = """
