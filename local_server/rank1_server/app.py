@@ -45,7 +45,7 @@ from rank1_integrations.protocol import THINK_START
 from .backend import LlamaContext, LlamaModel
 from .engine import MAX_LOGPROBS, Engine, Generation, GenParams, PromptTooLong, QueueFull
 from .metrics import Metrics
-from .rank1 import Document, Rank1Judge, Rank1Vocab, VocabularyError
+from .rank1 import Document, NoRoom, Rank1Judge, Rank1Vocab, VocabularyError
 from .schemas import (
     ChatRequest,
     CompletionRequest,
@@ -520,6 +520,8 @@ def create_app(config: ServerConfig) -> FastAPI:
             ))
         except QueueFull as exc:
             raise _queue_full(exc) from exc
+        except NoRoom as exc:
+            raise ApiError(400, str(exc), param="query", code="context_length_exceeded") from exc
         except ValueError as exc:
             raise ApiError(400, str(exc), param="max_reasoning_tokens") from exc
         order = sorted(result.judgments, key=lambda j: (-(j.score or 0.0), j.index))
@@ -532,6 +534,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                 "reasoning": j.reasoning, "source": j.source.value if j.source else None,
                 "score_estimated": j.score_estimated, "truncated": j.truncated,
                 "reasoning_tokens": j.reasoning_tokens,
+                "reasoning_budget": result.reasoning_budgets[j.index],
             }
             if body.return_documents:
                 doc = docs[j.index]

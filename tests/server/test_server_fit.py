@@ -8,11 +8,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 from rank1_server.app import ServerConfig, ServerState
 from rank1_server.cli import build_parser
+from rank1_server.rank1 import RESERVED_REASONING_TOKENS
+from rank1_server.testing import running_server
+
+from rank1_integrations.protocol import FORCED_ANSWER_MARGIN, build_prompt
 
 ROOT = Path(__file__).resolve().parents[2]
 N_CTX = 1024  # the shared server fixture's context per slot (conftest.N_CTX)
@@ -29,6 +35,55 @@ def _tokenize(base_url: str, text: str, *, add_special_tokens: bool = True) -> d
                    json={"prompt": text, "add_special_tokens": add_special_tokens})
     assert r.status_code == 200, r.text
     return r.json()
+
+
+@pytest.fixture(scope="module")
+def smollm2_server(smollm2_path: Path) -> Iterator[str]:
+    """SmolLM2 with 2,048 tokens per slot and the server's default reasoning budget,
+    2,048 tokens: a budget that can never fit beside a prompt as it is."""
+    assert ServerConfig(model_path="x").max_reasoning_tokens == 2048
+    with running_server(smollm2_path, parallel=3, n_ctx=2048, repack=False,
+                        model_name="smollm2") as url:
+        yield url
+
+
+def test_rerank_default_budget_fits_a_2048_token_slot(smollm2_server: str) -> None:
+    r = httpx.post(f"{smollm2_server}/rerank", json={"query": QUERY, "documents": QUICK},
+                   timeout=300)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert sorted(item["index"] for item in results) == [0, 1, 2]
+    for item in results:
+        n = _tokenize(smollm2_server, build_prompt(QUERY, QUICK[item["index"]]))["count"]
+        assert item["reasoning_budget"] == 2048 - n - FORCED_ANSWER_MARGIN  # the rule
+        assert item["reasoning_tokens"] <= item["reasoning_budget"]
+        assert item["source"] == "forced_answer" and not item["truncated"]
+        assert 0.0 < item["relevance_score"] < 1.0
+
+
+def test_explicit_budget_over_the_slot_is_fitted(server: str) -> None:
+    body = {"query": "tides", "documents": ["the moon"], "max_reasoning_tokens": 5000}
+    r = httpx.post(f"{server}/rerank", json=body, timeout=300)
+    assert r.status_code == 200, r.text
+    (item,) = r.json()["results"]
+    n = _tokenize(server, build_prompt("tides", "the moon"))["count"]
+    assert item["reasoning_budget"] == N_CTX - n - FORCED_ANSWER_MARGIN
+    assert item["reasoning_tokens"] == item["reasoning_budget"]  # the random model never stops
+
+
+def test_long_passage_is_cut_to_leave_the_reserved_reasoning(server: str) -> None:
+    body = {"query": "tides", "documents": [" ".join(["water"] * 3000)],
+            "max_reasoning_tokens": 5000}
+    r = httpx.post(f"{server}/rerank", json=body, timeout=300)
+    assert r.status_code == 200, r.text
+    (item,) = r.json()["results"]
+    assert item["truncated"]
+    frame = _tokenize(server, build_prompt("tides", ""))["count"]
+    floor = min(RESERVED_REASONING_TOKENS, (N_CTX - FORCED_ANSWER_MARGIN - frame) // 2)
+    # the passage keeps everything but the reserved reasoning (token boundaries may shift
+    # the cut by a few tokens)
+    assert floor <= item["reasoning_budget"] <= floor + 8
+    assert item["reasoning_tokens"] == item["reasoning_budget"]
 
 
 def test_tokenize_has_vllms_shape(server: str) -> None:
