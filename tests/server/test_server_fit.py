@@ -18,7 +18,8 @@ from rank1_server.cli import build_parser
 from rank1_server.rank1 import RESERVED_REASONING_TOKENS
 from rank1_server.testing import running_server
 
-from rank1_integrations.protocol import FORCED_ANSWER_MARGIN, build_prompt
+from rank1_integrations import Rank1Client
+from rank1_integrations.protocol import FORCED_ANSWER_MARGIN, VerdictSource, build_prompt
 
 ROOT = Path(__file__).resolve().parents[2]
 N_CTX = 1024  # the shared server fixture's context per slot (conftest.N_CTX)
@@ -47,6 +48,9 @@ def smollm2_server(smollm2_path: Path) -> Iterator[str]:
         yield url
 
 
+# --------------------------------------------------------------------------- budgets
+
+
 def test_rerank_default_budget_fits_a_2048_token_slot(smollm2_server: str) -> None:
     r = httpx.post(f"{smollm2_server}/rerank", json={"query": QUERY, "documents": QUICK},
                    timeout=300)
@@ -59,6 +63,35 @@ def test_rerank_default_budget_fits_a_2048_token_slot(smollm2_server: str) -> No
         assert item["reasoning_tokens"] <= item["reasoning_budget"]
         assert item["source"] == "forced_answer" and not item["truncated"]
         assert 0.0 < item["relevance_score"] < 1.0
+
+
+def test_completions_client_fits_the_budget_and_finds_the_answer_ids(
+    smollm2_server: str,
+) -> None:
+    """The client's default budget (2,048) on a 2,048-token slot, no ``answer_token_ids``
+    given: it reads the context from /v1/models, counts the prompt with /tokenize, and
+    takes `` true``/`` false`` from /tokenize, so that the forced answer reads exactly
+    those two (SmolLM2's top-20 there lacks both). Same verdicts as /v1/rerank."""
+    with Rank1Client(smollm2_server, model="smollm2", cache=None, max_retries=0) as client:
+        judgments = client.rerank(QUERY, QUICK)
+        assert client.transport.answer_token_ids == SMOLLM2_ANSWERS
+    rerank = httpx.post(f"{smollm2_server}/rerank", json={"query": QUERY, "documents": QUICK},
+                        timeout=300).json()["results"]
+    by_index = {item["index"]: item for item in rerank}
+    for j in judgments:
+        assert j.ok and j.source is VerdictSource.FORCED_ANSWER and not j.score_estimated
+        assert j.score == pytest.approx(by_index[j.index]["relevance_score"], abs=1e-3)
+
+
+def test_completions_client_reads_forced_answers_with_discovered_ids(
+    smollm2_server: str,
+) -> None:
+    """A budget that fits as it is: only the discovered answer ids are at work."""
+    with Rank1Client(smollm2_server, model="smollm2", cache=None, max_retries=0,
+                     max_reasoning_tokens=64) as client:
+        judgments = client.rerank(QUERY, QUICK[:2])
+    assert all(j.ok and j.source is VerdictSource.FORCED_ANSWER for j in judgments)
+    assert all(not j.score_estimated for j in judgments)
 
 
 def test_explicit_budget_over_the_slot_is_fitted(server: str) -> None:
@@ -84,6 +117,9 @@ def test_long_passage_is_cut_to_leave_the_reserved_reasoning(server: str) -> Non
     # the cut by a few tokens)
     assert floor <= item["reasoning_budget"] <= floor + 8
     assert item["reasoning_tokens"] == item["reasoning_budget"]
+
+
+# --------------------------------------------------------------------------- /tokenize
 
 
 def test_tokenize_has_vllms_shape(server: str) -> None:
@@ -117,6 +153,9 @@ def test_logprob_token_ids_are_exactly_those_ids(server: str) -> None:
     for token, value, top in zip(lp["tokens"], lp["token_logprobs"], lp["top_logprobs"],
                                  strict=True):
         assert top[token] == value
+
+
+# --------------------------------------------------------------------------- --no-repack
 
 
 _LOAD_AND_DECODE = """

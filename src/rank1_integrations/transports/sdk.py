@@ -93,8 +93,20 @@ class Sdk:
         return await self._in_thread(collect)
 
     async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """``POST`` any JSON path under the base URL (e.g. ``/rerank``)."""
+        """``POST`` any JSON path under the base URL (e.g. ``/rerank``), or an absolute URL."""
         client = self._get_client()
         if isinstance(client, openai.AsyncOpenAI):
             return await client.post(path, body=body, cast_to=object)
         return await self._in_thread(client.post, path, body=body, cast_to=object)
+
+    async def get(self, path: str) -> Any:
+        """``GET`` a path under the base URL (e.g. ``/models``), or an absolute URL; the
+        decoded JSON."""
+        client = self._get_client()
+        if isinstance(client, openai.AsyncOpenAI):
+            return await client.get(path, cast_to=object)
+        return await self._in_thread(client.get, path, cast_to=object)
+
+    def base_url(self) -> str:
+        """The base URL of the SDK client in use now (e.g. ``http://host:8000/v1/``)."""
+        return str(self._get_client().base_url)
