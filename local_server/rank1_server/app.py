@@ -8,7 +8,11 @@ failure):
   ``skip_special_tokens``, ``finish_reason`` and ``stop_reason``; ``prompt`` may be a list.
 * ``POST /v1/chat/completions`` - basic: text messages, greedy, optional logprobs.
 * ``POST /v1/rerank`` - Jina/Cohere shape with rank1's verdict per document.
-* ``GET /v1/models``, ``GET /health`` (503 while loading), ``GET /metrics`` (Prometheus).
+* ``POST /tokenize`` - vLLM's shape: ``{prompt, add_special_tokens}`` ->
+  ``{count, max_model_len, tokens}`` (special tokens written as text are parsed, as in
+  completions).
+* ``GET /v1/models`` (``max_model_len``: one slot's context, as vLLM publishes it),
+  ``GET /health`` (503 while loading), ``GET /metrics`` (Prometheus).
 
 Usage::
 
@@ -41,8 +45,14 @@ from rank1_integrations.protocol import THINK_START
 from .backend import LlamaContext, LlamaModel
 from .engine import MAX_LOGPROBS, Engine, Generation, GenParams, PromptTooLong, QueueFull
 from .metrics import Metrics
-from .rank1 import Document, Rank1Judge, Rank1Vocab, VocabularyError
-from .schemas import ChatRequest, CompletionRequest, RerankDocument, RerankRequest
+from .rank1 import Document, NoRoom, Rank1Judge, Rank1Vocab, VocabularyError
+from .schemas import (
+    ChatRequest,
+    CompletionRequest,
+    RerankDocument,
+    RerankRequest,
+    TokenizeRequest,
+)
 
 __all__ = ["ServerConfig", "ServerState", "create_app"]
 
@@ -74,6 +84,10 @@ class ServerConfig:
     max_reasoning_tokens: int = 2048
     kv_unified: bool = False
     flash_attn: bool = False
+    #: Let llama.cpp repack quantized weights for its CPU kernels (``--no-repack`` turns
+    #: it off: needed where the CPU advertises AMX but the sandbox traps it, see
+    #: :meth:`~rank1_server.backend.LlamaModel.load`).
+    repack: bool = True
     max_body_bytes: int = 32 * 1024 * 1024
 
     def served_name(self) -> str:
@@ -138,7 +152,9 @@ class ServerState:
     def load(self) -> None:
         """Load the model and start the engine (blocking: run it in a thread)."""
         cfg = self.config
-        model = LlamaModel.load(cfg.model_path, n_gpu_layers=cfg.n_gpu_layers)
+        model = LlamaModel.load(
+            cfg.model_path, n_gpu_layers=cfg.n_gpu_layers, repack=cfg.repack
+        )
         try:
             n_ctx = cfg.n_ctx or min(model.n_ctx_train or 4096, 4096)
             ctx = LlamaContext(
@@ -162,8 +178,9 @@ class ServerState:
         engine.start()
         self.engine = engine
         log.info(
-            "serving %s: %d slots x %d tokens, %d GPU layers, %d threads",
+            "serving %s: %d slots x %d tokens, %d GPU layers, %d threads, repacking %s",
             self.model_name, cfg.parallel, n_ctx, model.n_gpu_layers, ctx.n_threads,
+            "on" if cfg.repack else "off",
         )
 
     def ready(self) -> Engine:
@@ -186,7 +203,7 @@ class _Guard:
     """
 
     _ENDPOINTS = {"/v1/completions", "/v1/chat/completions", "/v1/rerank", "/rerank",
-                  "/v1/models", "/health", "/metrics"}
+                  "/v1/models", "/tokenize", "/health", "/metrics"}
 
     def __init__(self, app: Any, state: ServerState) -> None:
         self.app = app
@@ -389,6 +406,18 @@ def create_app(config: ServerConfig) -> FastAPI:
             "owned_by": "rank1-server", "max_model_len": engine.n_ctx_per_slot,
         }]}
 
+    @app.post("/tokenize", dependencies=auth)
+    async def tokenize(body: TokenizeRequest) -> dict[str, Any]:
+        engine = state.ready()
+        model = engine.model
+        ids = model.tokenize(body.prompt, add_special=body.add_special_tokens,
+                             parse_special=True)
+        out: dict[str, Any] = {"count": len(ids), "max_model_len": engine.n_ctx_per_slot,
+                               "tokens": ids}
+        if body.return_token_strs:
+            out["token_strs"] = [_token_text(model, t) for t in ids]
+        return out
+
     # ------------------------------------------------------------------ completions
 
     @app.post("/v1/completions", dependencies=auth)
@@ -416,7 +445,10 @@ def create_app(config: ServerConfig) -> FastAPI:
         for i, gen in enumerate(gens):
             logprobs = None
             if gen.logprobs is not None:
-                logprobs = _completion_logprobs(gen, model, body.return_tokens_as_token_ids)
+                logprobs = _completion_logprobs(
+                    gen, model, body.return_tokens_as_token_ids,
+                    exact=bool(body.logprob_token_ids),
+                )
             choices.append({
                 "index": i, "text": gen.text, "logprobs": logprobs,
                 "finish_reason": gen.finish_reason, "stop_reason": gen.stop_reason,
@@ -488,6 +520,8 @@ def create_app(config: ServerConfig) -> FastAPI:
             ))
         except QueueFull as exc:
             raise _queue_full(exc) from exc
+        except NoRoom as exc:
+            raise ApiError(400, str(exc), param="query", code="context_length_exceeded") from exc
         except ValueError as exc:
             raise ApiError(400, str(exc), param="max_reasoning_tokens") from exc
         order = sorted(result.judgments, key=lambda j: (-(j.score or 0.0), j.index))
@@ -500,6 +534,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                 "reasoning": j.reasoning, "source": j.source.value if j.source else None,
                 "score_estimated": j.score_estimated, "truncated": j.truncated,
                 "reasoning_tokens": j.reasoning_tokens,
+                "reasoning_budget": result.reasoning_budgets[j.index],
             }
             if body.return_documents:
                 doc = docs[j.index]
@@ -572,7 +607,9 @@ def _gen_params(body: Any, engine: Engine, max_tokens: int, logprobs: int | None
     if allowed is not None and not allowed:
         raise ApiError(400, "allowed_token_ids must not be empty", param="allowed_token_ids")
     extra = _ids(model, body.logprob_token_ids, "logprob_token_ids") or ()
-    if extra and logprobs is None:
+    if extra:
+        # vLLM's semantics: logprob_token_ids replaces the top-k; exactly these ids are
+        # reported at every position.
         logprobs = 0
     return GenParams(
         max_tokens=max_tokens,
@@ -615,15 +652,20 @@ def _lp(value: float) -> float:
     return max(float(value), -9999.0)  # vLLM's stand-in for -inf
 
 
-def _completion_logprobs(gen: Generation, model: LlamaModel, as_ids: bool) -> dict[str, Any]:
-    """vLLM's shape; the tokens that completed a stop string are kept."""
+def _completion_logprobs(
+    gen: Generation, model: LlamaModel, as_ids: bool, *, exact: bool = False
+) -> dict[str, Any]:
+    """vLLM's shape; the tokens that completed a stop string are kept.
+
+    ``top_logprobs[i]`` holds the chosen token and the top-k; with ``exact`` (the request
+    gave ``logprob_token_ids``) exactly the requested ids."""
     tokens, token_logprobs, top_logprobs, offsets = [], [], [], []
     offset = 0
     for lp in gen.logprobs or []:
         text = _token_text(model, lp.token, as_ids)
         tokens.append(text)
         token_logprobs.append(_lp(lp.logprob))
-        top: dict[str, float] = {text: _lp(lp.logprob)}
+        top: dict[str, float] = {} if exact else {text: _lp(lp.logprob)}
         for t, v in lp.top:
             top.setdefault(_token_text(model, t, as_ids), _lp(v))
         top_logprobs.append(top)

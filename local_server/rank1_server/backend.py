@@ -70,15 +70,32 @@ class LlamaModel:
         self.n_layer: int = lib.llama_model_n_layer(model_ptr)
         self.n_embd: int = lib.llama_model_n_embd(model_ptr)
         self.n_gpu_layers = 0
+        #: Whether llama.cpp may repack the weights for its CPU kernels (see :meth:`load`).
+        self.repack = True
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self._eog: dict[int, bool] = {}
 
     # ------------------------------------------------------------------ loading
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, n_gpu_layers: int | None = None) -> LlamaModel:
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        n_gpu_layers: int | None = None,
+        repack: bool = True,
+    ) -> LlamaModel:
         """Load a GGUF file. ``n_gpu_layers=None`` offloads every layer when the build
-        supports GPU offload and none otherwise; ``-1`` means all layers."""
+        supports GPU offload and none otherwise; ``-1`` means all layers.
+
+        ``repack=False`` keeps the weights in the file's layout: llama.cpp's CPU backend
+        otherwise moves quantized weights (Q4_0, Q4_1, Q8_0, K-quants) into "extra buffer
+        types" laid out for its AMX / AVX512 / ARM kernels (``use_extra_bufts``). On hosts
+        whose CPU advertises such an instruction set that the sandbox then traps (seen in
+        gVisor-style containers with AMX), the first decode dies with SIGILL, killing the
+        process; ``repack=False`` avoids those kernels at some speed cost. f16/f32 weights
+        are not repacked either way.
+        """
         lib = import_llama_cpp()
         path = os.fspath(path)
         if not os.path.isfile(path):
@@ -87,11 +104,13 @@ class LlamaModel:
         if n_gpu_layers is None:
             n_gpu_layers = -1 if lib.llama_supports_gpu_offload() else 0
         params.n_gpu_layers = 0x7FFFFFFF if n_gpu_layers < 0 else n_gpu_layers
+        params.use_extra_bufts = repack
         ptr = lib.llama_model_load_from_file(path.encode("utf-8"), params)
         if not ptr:
             raise ValueError(f"llama.cpp could not load the model file {path!r} (not a GGUF?)")
         model = cls(lib, ptr, path)
         model.n_gpu_layers = n_gpu_layers
+        model.repack = repack
         return model
 
     def close(self) -> None:

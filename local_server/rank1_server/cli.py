@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flash-attn", action="store_true",
                    help="enable flash attention (faster on GPU; batched and sequential "
                    "results may then differ in the last digits)")
+    p.add_argument("--no-repack", dest="repack", action="store_false",
+                   help="keep quantized weights as stored instead of letting llama.cpp "
+                   "repack them for its AMX/AVX512/ARM CPU kernels. Use it when the server "
+                   "dies with SIGILL (illegal instruction) on the first request: CPUs that "
+                   "advertise AMX inside sandboxes that trap it (e.g. gVisor containers). "
+                   "May be slower where repacking works; f16/f32 models are unaffected")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -89,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         n_gpu_layers=args.n_gpu_layers, threads=args.threads, batch_size=args.batch_size,
         api_key=args.api_key, max_queue=args.max_queue,
         max_reasoning_tokens=args.max_reasoning_tokens, kv_unified=args.kv_unified,
-        flash_attn=args.flash_attn,
+        flash_attn=args.flash_attn, repack=args.repack,
     )
     app = create_app(config)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,

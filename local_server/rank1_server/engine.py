@@ -81,8 +81,9 @@ class GenParams:
     ignore_eos: bool = False
     #: Top-k log probabilities per generated token (0..20), or None for none.
     logprobs: int | None = None
-    #: Ids whose logprobs are reported at every position besides the top-k (vLLM's
-    #: ``logprob_token_ids``); needs ``logprobs`` set (0 is enough).
+    #: Ids whose logprobs are reported at every position besides the top-k; needs
+    #: ``logprobs`` set. With ``logprobs=0`` the top lists exactly these ids (vLLM's
+    #: ``logprob_token_ids``, which the HTTP API maps to that).
     logprob_ids: tuple[int, ...] = ()
     #: Restrict the greedy choice to these ids (logprobs are still over the whole vocabulary).
     allowed_ids: tuple[int, ...] | None = None

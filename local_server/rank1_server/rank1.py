@@ -30,11 +30,13 @@ from rank1_integrations.judgment import Judgment
 from rank1_integrations.protocol import (
     ANSWER_FALSE,
     ANSWER_TRUE,
+    FORCED_ANSWER_MARGIN,
     STOP_STRINGS,
     THINK_END,
     VerdictSource,
     build_prompt,
     extract_reasoning,
+    fit_reasoning_budget,
     forced_answer_prompt,
     is_relevant,
     score_from_logprobs,
@@ -44,11 +46,27 @@ from rank1_integrations.protocol import (
 from .backend import LlamaModel
 from .engine import Engine, Generation, GenParams
 
-__all__ = ["Document", "JudgeResult", "Rank1Judge", "Rank1Vocab", "VocabularyError"]
+__all__ = [
+    "Document",
+    "JudgeResult",
+    "NoRoom",
+    "Prepared",
+    "Rank1Judge",
+    "Rank1Vocab",
+    "VocabularyError",
+]
 
 #: Tokens kept free for the forced-answer prompt's extra text ("\n" ... "\n</think>" and
 #: re-tokenisation differences of the reasoning).
-FORCED_MARGIN = 32
+FORCED_MARGIN = FORCED_ANSWER_MARGIN
+
+#: A passage too long for the slot is cut so that at least this many reasoning tokens fit
+#: (or the requested budget, if smaller; or half the room, on tiny slots).
+RESERVED_REASONING_TOKENS = 512
+
+
+class NoRoom(ValueError):
+    """The prompt around the passage (query, instruction, title) leaves no room in one slot."""
 
 
 class VocabularyError(ValueError):
@@ -98,6 +116,20 @@ class JudgeResult:
     judgments: list[Judgment]
     prompt_tokens: int
     completion_tokens: int
+    #: The reasoning budget each document ran with (input order), after fitting.
+    reasoning_budgets: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One document's prompt, ready for the engine."""
+
+    prompt: str
+    tokens: list[int]
+    #: The passage was cut to fit the slot.
+    truncated: bool
+    #: The reasoning budget that fits the slot beside the prompt.
+    max_reasoning_tokens: int
 
 
 class Rank1Judge:
@@ -130,18 +162,24 @@ class Rank1Judge:
     ) -> tuple[str, list[int], bool]:
         """The rank1 prompt, its tokens, and whether the passage was cut to fit one slot.
 
-        Only the passage is cut (never the prompt around it), so that prompt + reasoning
-        budget + the forced answer's extra text fit the slot's context.
+        Only the passage is cut (never the prompt around it). The slot holds the prompt,
+        the reasoning and :data:`FORCED_MARGIN` tokens for the forced answer; a passage
+        that does not fit is cut so that at least ``min(max_reasoning_tokens,
+        RESERVED_REASONING_TOKENS, half the room the rest of the prompt leaves)`` reasoning
+        tokens remain. The budget itself is then fitted by :meth:`prepare`.
         """
-        limit = self.engine.n_ctx_per_slot - max_reasoning_tokens - FORCED_MARGIN
+        n_ctx = self.engine.n_ctx_per_slot
+        room = n_ctx - FORCED_MARGIN  # prompt + reasoning
         frame = len(self._tok(build_prompt(query, "", title=doc.title, instruction=instruction)))
-        budget = limit - frame
-        if budget < 1:
-            raise ValueError(
-                f"no room for the passage: the query/instruction take {frame} tokens and "
-                f"max_reasoning_tokens is {max_reasoning_tokens}, but one slot holds "
-                f"{self.engine.n_ctx_per_slot} tokens"
+        floor = min(max_reasoning_tokens, RESERVED_REASONING_TOKENS, (room - frame) // 2)
+        if floor < 1:
+            raise NoRoom(
+                f"no room for the passage: the prompt around it takes {frame} tokens, but "
+                f"one slot holds {n_ctx} tokens ({FORCED_MARGIN} of them kept for the forced "
+                "answer); shorten the query or instruction, or serve a longer --n-ctx"
             )
+        limit = room - floor
+        budget = limit - frame
         text, truncated = doc.text, False
         for _ in range(4):  # token boundaries can shift a little once the passage is in place
             text, cut = truncate_passage(
@@ -155,6 +193,49 @@ class Rank1Judge:
                 return prompt, tokens, truncated
             budget -= over
         raise ValueError("could not fit the passage into one slot's context")
+
+    def prepare(
+        self,
+        query: str,
+        doc: Document,
+        *,
+        instruction: str | None,
+        max_reasoning_tokens: int,
+    ) -> Prepared:
+        """The prompt (passage cut by :meth:`prompt_tokens`) and the reasoning budget that
+        fits beside it: ``min(max_reasoning_tokens, n_ctx - prompt tokens - FORCED_MARGIN)``
+        (:func:`~rank1_integrations.protocol.fit_reasoning_budget`)."""
+        prompt, tokens, truncated = self.prompt_tokens(
+            query, doc, instruction=instruction, max_reasoning_tokens=max_reasoning_tokens
+        )
+        budget = fit_reasoning_budget(
+            max_reasoning_tokens, n_ctx=self.engine.n_ctx_per_slot, prompt_tokens=len(tokens),
+            margin=FORCED_MARGIN,
+        )
+        return Prepared(prompt, tokens, truncated, budget)
+
+    def forced_tokens(self, prompt: str, reasoning: str) -> list[int]:
+        """The forced-answer prompt's tokens, with room for its one answer token.
+
+        The reasoning's text re-tokenised can take more tokens than were generated
+        (:data:`FORCED_MARGIN` covers the usual difference). FIX: when the forced prompt
+        still does not fit the slot, the end of the reasoning is cut until it does (the
+        official code's request fails there, and the verdict would be lost); the judgment
+        keeps the whole chain.
+        """
+        limit = self.engine.n_ctx_per_slot - 1
+        text = reasoning.split(THINK_END, 1)[0]
+        tokens = self._tok(forced_answer_prompt(prompt, text))  # cuts at </think> itself
+        for _ in range(4):
+            over = len(tokens) - limit
+            if over <= 0:
+                return tokens
+            chain = self._tok_text(text)
+            text = self._detok(chain[: max(0, len(chain) - over)])
+            tokens = self._tok(forced_answer_prompt(prompt, text))
+        if len(tokens) > limit:
+            tokens = self._tok(forced_answer_prompt(prompt, ""))
+        return tokens
 
     def _tok(self, text: str) -> list[int]:
         """A whole prompt's tokens (with BOS when the vocabulary wants one)."""
@@ -208,22 +289,25 @@ class Rank1Judge:
         if max_reasoning_tokens < 1:
             raise ValueError(f"max_reasoning_tokens must be >= 1, got {max_reasoning_tokens}")
         prepared = [
-            self.prompt_tokens(
+            self.prepare(
                 query, d, instruction=instruction, max_reasoning_tokens=max_reasoning_tokens
             )
             for d in docs
         ]
         if not prepared:
             return JudgeResult([], 0, 0)
-        usage = [sum(len(t) for _, t, _ in prepared), 0]
+        usage = [sum(len(p.tokens) for p in prepared), 0]
         start = time.perf_counter()
-        params = self._first_params(max_reasoning_tokens)
-        futures = self.engine.submit_many([(tokens, params) for _, tokens, _ in prepared])
+        params = {p.max_reasoning_tokens: self._first_params(p.max_reasoning_tokens)
+                  for p in prepared}
+        futures = self.engine.submit_many(
+            [(p.tokens, params[p.max_reasoning_tokens]) for p in prepared]
+        )
 
         async def finish(i: int) -> Judgment:
-            prompt, _, truncated = prepared[i]
+            p = prepared[i]
             first = await asyncio.wrap_future(futures[i])  # cancelled below on any failure
-            judgment = await self._verdict(i, prompt, first, truncated, usage)
+            judgment = await self._verdict(i, p.prompt, first, p.truncated, usage)
             if self.on_judgment is not None:
                 self.on_judgment(time.perf_counter() - start)
             return judgment
@@ -237,7 +321,9 @@ class Rank1Judge:
             for f in futures:
                 self.engine.cancel(f)
             raise
-        return JudgeResult(judgments, usage[0], usage[1])
+        return JudgeResult(
+            judgments, usage[0], usage[1], tuple(p.max_reasoning_tokens for p in prepared)
+        )
 
     async def _verdict(
         self, index: int, prompt: str, first: Generation, truncated: bool, usage: list[int]
@@ -259,9 +345,8 @@ class Rank1Judge:
             lt, lf = first.probe  # type: ignore[misc]
             source = VerdictSource.ANSWER_LOGPROBS
         else:
-            forced = forced_answer_prompt(prompt, first.text)  # cuts at </think> itself
             (second,) = await self.engine.generate_many(
-                [(self._tok(forced), self._forced_params())], priority=True
+                [(self.forced_tokens(prompt, first.text), self._forced_params())], priority=True
             )
             usage[0] += second.prompt_tokens
             usage[1] += len(second.token_ids)

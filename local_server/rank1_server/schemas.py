@@ -11,7 +11,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["CompletionRequest", "ChatRequest", "ChatMessage", "RerankRequest", "RerankDocument"]
+__all__ = [
+    "CompletionRequest",
+    "ChatRequest",
+    "ChatMessage",
+    "RerankRequest",
+    "RerankDocument",
+    "TokenizeRequest",
+]
 
 _MAX_STOP = 16
 
@@ -135,3 +142,13 @@ class RerankRequest(_Base):
         if not v.strip():
             raise ValueError("query must not be blank")
         return v
+
+
+class TokenizeRequest(_Base):
+    """``POST /tokenize``: vLLM's request shape (``TokenizeCompletionRequest``)."""
+
+    model: str | None = None
+    prompt: str
+    #: Add the vocabulary's BOS token when it wants one (as completions do).
+    add_special_tokens: bool = True
+    return_token_strs: bool = False

@@ -21,7 +21,7 @@ import os
 import threading
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
 
 import httpx
@@ -42,6 +42,7 @@ from .transports import (
     Transport,
 )
 from .transports.sdk import AnyOpenAI, Sdk
+from .transports.server_info import ServerProbe
 
 __all__ = ["Rank1Client", "Mode", "OnError", "PassageInput", "DEFAULT_BASE_URL", "DEFAULT_MODEL"]
 
@@ -184,7 +185,10 @@ class Rank1Client:
             none, or any :class:`~rank1_integrations.cache.JudgmentCache`.
         max_passage_chars: passages longer than this are cut (the judgment says so).
         answer_token_ids: ids of `` true`` / `` false`` in the served vocabulary, for the
-            forced answer's token whitelist (830 and 895 for Qwen2.5-based rank1).
+            forced answer's token whitelist (830 and 895 for Qwen2.5-based rank1). In
+            completions mode they are otherwise asked of the server's ``/tokenize``, which
+            also tells the prompt's length: the reasoning budget is then fitted to the
+            context the server publishes (see :mod:`.transports.server_info`).
         allow_text_only: in ``"completions"`` mode, accept a response without logprobs
             and give a text-only verdict (score 1.0 or 0.0, ``source="text_only"``). Off by
             default: such a response is retried, then the judgment fails per
@@ -254,6 +258,8 @@ class Rank1Client:
         self._lock = threading.Lock()
         self._sdk = Sdk(self._sdk_client, max_threads=concurrency, retry=self._retry)
         self.transport: Transport = self._make_transport(self._sdk)
+        #: Probes the server once for its context and tokenizer (completions mode).
+        self._server_probe = ServerProbe(self._sdk, self.model) if mode == "completions" else None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -408,10 +414,28 @@ class Rank1Client:
         if (hit := self._cached(call, key)) is not None:
             return hit
         async with self._state().semaphore:
-            judgment = await self._with_retries(call.index, lambda: self.transport.judge(call))
+            judgment = await self._with_retries(call.index, lambda: self._judge_fitted(call))
         if self.cache is not None:
             self.cache.put(key, judgment)
         return judgment
+
+    async def _judge_fitted(self, call: JudgeCall) -> Judgment:
+        """One try: fit ``call`` to what the server says about itself (its answer token
+        ids, its context), then judge it."""
+        probe = self._server_probe
+        if probe is not None:
+            info = await probe.info()
+            transport = self.transport
+            if (
+                self.answer_token_ids is None
+                and info.answer_token_ids is not None
+                and isinstance(transport, CompletionsTransport)
+            ):
+                transport.answer_token_ids = info.answer_token_ids
+            budget = await probe.fit(call.prompt, call.max_reasoning_tokens, info)
+            if budget != call.max_reasoning_tokens:
+                call = replace(call, max_reasoning_tokens=budget)
+        return await self.transport.judge(call)
 
     async def _judge_batch(self, calls: list[JudgeCall]) -> list[Judgment | JudgmentError]:
         """All calls in one request (``/v1/rerank``); cached ones are not sent."""

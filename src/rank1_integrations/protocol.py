@@ -30,6 +30,7 @@ __all__ = [
     "ANSWER_TRUE",
     "DEFAULT_MAX_PASSAGE_CHARS",
     "PROTOCOL_VERSION",
+    "FORCED_ANSWER_MARGIN",
     "STOP_STRINGS",
     "THINK_END",
     "THINK_START",
@@ -39,6 +40,7 @@ __all__ = [
     "build_prompt",
     "clean_reasoning",
     "extract_reasoning",
+    "fit_reasoning_budget",
     "forced_answer_prompt",
     "is_relevant",
     "normalise_answer_token",
@@ -365,3 +367,41 @@ def forced_answer_prompt(prompt: str, reasoning: str) -> str:
     if THINK_END in reasoning:
         reasoning = reasoning.split(THINK_END, 1)[0]
     return f"{prompt}\n{clean_reasoning(reasoning)}\n{THINK_END}"
+
+
+# --------------------------------------------------------------------------- context
+
+
+#: Tokens of a context kept free beyond the prompt and the reasoning, for the forced
+#: answer: the ``"\n"`` and ``"\n</think>"`` it adds around the reasoning, the few tokens
+#: by which re-tokenising the reasoning text may differ, and its one answer token.
+FORCED_ANSWER_MARGIN = 32
+
+
+def fit_reasoning_budget(
+    requested: int, *, n_ctx: int, prompt_tokens: int, margin: int = FORCED_ANSWER_MARGIN
+) -> int:
+    """The reasoning budget that fits one sequence's context: ``min(requested,
+    n_ctx - prompt_tokens - margin)``.
+
+    FIX: the official code always asks for ``max_tokens=8192``, which a server with a
+    shorter context refuses (vLLM answers 400 for every judgment); here the budget is an
+    upper bound that shrinks to the room the prompt leaves, keeping ``margin`` tokens for
+    the forced answer (whose prompt is the prompt plus the reasoning plus ``</think>``).
+    Raises ``ValueError`` naming both numbers when not even one reasoning token fits.
+
+    >>> fit_reasoning_budget(2048, n_ctx=2048, prompt_tokens=300)
+    1716
+    >>> fit_reasoning_budget(512, n_ctx=4096, prompt_tokens=300)
+    512
+    """
+    if requested < 1:
+        raise ValueError(f"max_reasoning_tokens must be >= 1, got {requested}")
+    room = n_ctx - prompt_tokens - margin
+    if room < 1:
+        raise ValueError(
+            f"the prompt has {prompt_tokens} tokens and the context holds {n_ctx}: with "
+            f"{margin} tokens kept for the forced answer, no room is left for reasoning "
+            "(shorten the passage or serve a longer context)"
+        )
+    return min(requested, room)

@@ -91,9 +91,11 @@ def test_injected_async_openai_client_is_used(clean_env: pytest.MonkeyPatch) -> 
     client = Rank1Client(model="m", client=sdk, cache=None)
     judgment = asyncio.run(client.ajudge("q", "p"))
     assert judgment.ok
-    assert [str(r.url) for r in seen] == ["http://injected.test/v1/completions"]
-    assert seen[0].headers["authorization"] == "Bearer sk-injected"
-    assert body_of(seen[0])["model"] == "m"
+    # the server probe (once per client) goes through the injected client too
+    assert [str(r.url) for r in seen] == ["http://injected.test/v1/models",
+                                          "http://injected.test/v1/completions"]
+    assert seen[1].headers["authorization"] == "Bearer sk-injected"
+    assert body_of(seen[1])["model"] == "m"
 
 
 def test_injected_sync_openai_client_is_used(clean_env: pytest.MonkeyPatch) -> None:
@@ -109,8 +111,9 @@ def test_injected_sync_openai_client_is_used(clean_env: pytest.MonkeyPatch) -> N
         judgments = client.rerank("q", ["a", "b", "c"])
         assert asyncio.run(client.ajudge("q", "d")).ok
     assert len(judgments) == 3 and all(j.ok for j in judgments)
-    assert len(seen) == 4
-    assert {str(r.url) for r in seen} == {"http://sync.test/v1/completions"}
+    assert len(seen) == 5  # 4 judgments and the server probe (once per client)
+    assert {str(r.url) for r in seen} == {"http://sync.test/v1/completions",
+                                          "http://sync.test/v1/models"}
 
 
 def test_injected_httpx_async_client_is_used(clean_env: pytest.MonkeyPatch) -> None:
@@ -123,8 +126,9 @@ def test_injected_httpx_async_client_is_used(clean_env: pytest.MonkeyPatch) -> N
     http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     client = Rank1Client("http://httpx.test/v1", "sk-h", client=http, cache=None)
     assert asyncio.run(client.ajudge("q", "p")).ok
-    assert [str(r.url) for r in seen] == ["http://httpx.test/v1/completions"]
-    assert seen[0].headers["authorization"] == "Bearer sk-h"
+    assert [str(r.url) for r in seen] == ["http://httpx.test/v1/models",
+                                          "http://httpx.test/v1/completions"]
+    assert seen[1].headers["authorization"] == "Bearer sk-h"
 
 
 def test_injected_httpx_sync_client_is_used(clean_env: pytest.MonkeyPatch) -> None:
@@ -137,7 +141,8 @@ def test_injected_httpx_sync_client_is_used(clean_env: pytest.MonkeyPatch) -> No
     http = httpx.Client(transport=httpx.MockTransport(handler))
     with Rank1Client("http://httpx-sync.test/v1", client=http, cache=None) as client:
         assert client.judge("q", "p").ok
-    assert [str(r.url) for r in seen] == ["http://httpx-sync.test/v1/completions"]
+    assert [str(r.url) for r in seen] == ["http://httpx-sync.test/v1/models",
+                                          "http://httpx-sync.test/v1/completions"]
 
 
 @pytest.mark.parametrize(("max_retries", "expected"), [(0, 1), (2, 3)])

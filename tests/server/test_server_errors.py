@@ -63,9 +63,11 @@ def test_malformed_json_and_unknown_route(server: str) -> None:
 
 
 def test_rerank_400_and_413(server: str) -> None:
+    # a query that fills the slot leaves no room: the error names both sizes
     err = _error(httpx.post(f"{server}/rerank", json={
-        "query": "q", "documents": ["a"], "max_reasoning_tokens": 5000}), 400)
-    assert err["param"] == "max_reasoning_tokens" and "no room" in err["message"]
+        "query": "tides " * 1200, "documents": ["a"], "max_reasoning_tokens": 8}), 400)
+    assert err["param"] == "query" and err["code"] == "context_length_exceeded"
+    assert "no room for the passage" in err["message"] and "1024 tokens" in err["message"]
     err = _error(httpx.post(f"{server}/rerank", json={
         "query": "q", "documents": ["a"] * 65}), 413)  # the server's max_queue is 64
     assert err["param"] == "documents" and err["code"] == "too_many_documents"

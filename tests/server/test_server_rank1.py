@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from rank1_server.backend import LlamaContext, LlamaModel
 from rank1_server.engine import Engine, GenParams
-from rank1_server.rank1 import Document, Rank1Judge, Rank1Vocab
+from rank1_server.rank1 import FORCED_MARGIN, Document, NoRoom, Rank1Judge, Rank1Vocab
 
 from rank1_integrations.protocol import (
     THINK_END,
@@ -114,8 +114,17 @@ def test_passage_is_truncated_to_the_slot(random_model: Path) -> None:
         assert len(tokens) + 64 <= 256
         result = asyncio.run(judge.judge_many("tides", [long_doc], max_reasoning_tokens=64))
         assert result.judgments[0].truncated
-        with pytest.raises(ValueError, match="no room for the passage"):
-            judge.prompt_tokens("tides", long_doc, instruction=None, max_reasoning_tokens=250)
+        assert result.reasoning_budgets == (64,)  # the passage was cut to leave room for it
+        # a budget near the slot's size: the passage keeps half the room, not nothing
+        big = judge.prepare("tides", long_doc, instruction=None, max_reasoning_tokens=250)
+        frame = len(eng.model.tokenize(build_prompt("tides", ""), add_special=True))
+        half = (256 - FORCED_MARGIN - frame) // 2
+        assert big.truncated and half <= big.max_reasoning_tokens <= half + 4
+        assert len(big.tokens) + big.max_reasoning_tokens + FORCED_MARGIN <= 256
+        # a query that fills the slot leaves no room at all
+        with pytest.raises(NoRoom, match="no room for the passage.* 256 tokens"):
+            judge.prompt_tokens("tides " * 300, long_doc, instruction=None,
+                                max_reasoning_tokens=8)
     finally:
         eng.stop()
 

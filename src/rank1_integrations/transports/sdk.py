@@ -255,3 +255,15 @@ class Sdk:
                 f"the 200 response to {path} is not valid JSON: {exc}"
             ) from exc
         return _json_object(data, path)
+
+    async def get(self, path: str) -> Any:
+        """``GET`` a path under the base URL (e.g. ``/models``), or an absolute URL; the
+        decoded JSON."""
+        client = self._get_client()
+        if isinstance(client, openai.AsyncOpenAI):
+            return await client.get(path, cast_to=object)
+        return await self._in_thread(client.get, path, cast_to=object)
+
+    def base_url(self) -> str:
+        """The base URL of the SDK client in use now (e.g. ``http://host:8000/v1/``)."""
+        return str(self._get_client().base_url)
