@@ -166,9 +166,17 @@ class ReferenceModel:
             logprobs = self._decode([tok], pos)
             pos += 1
         decoded = text.decode("utf-8", "ignore")
-        self._reset()
+        # As a server with prompt caching does (rank1-server, llama-server): keep the KV of
+        # the longest common token prefix of the chain and the forced prompt, decode the
+        # rest. Re-decoding it all gives slightly different logits on quantized weights
+        # (other kernel shapes): same tokens, not the same numbers to 3e-3.
         forced = self.tokenize(forced_answer_prompt(prompt, decoded), add_special=True)
-        logprobs = self._decode(forced, 0)
+        seen = ids + generated
+        keep = 0
+        while keep < min(len(seen), len(forced) - 1) and seen[keep] == forced[keep]:
+            keep += 1
+        self.lib.llama_memory_seq_rm(self.lib.llama_get_memory(self.ctx), 0, keep, -1)
+        logprobs = self._decode(forced[keep:], keep)
         lp_true, lp_false = logprobs[self.true_id], logprobs[self.false_id]
         return ReferenceJudgment(
             "forced_answer", score_from_logprobs(lp_true, lp_false),

@@ -35,7 +35,7 @@ from ..protocol import (
     normalise_answer_token,
 )
 from .base import JudgeCall, Transport
-from .logprobs import Position, answer_at, is_answer_token, positions
+from .logprobs import Position, answer_at, closes_on_answer, is_answer_token, positions
 from .sdk import Sdk
 
 __all__ = ["CompletionsTransport", "GREEDY", "GREEDY_EXTRA", "TOP_LOGPROBS"]
@@ -154,14 +154,20 @@ class CompletionsTransport(Transport):
         items: list[Position] | None = out["positions"]
         # FIX: the official code scores any output whose last top-20 holds both answers,
         # even one cut at max_tokens or ended by end-of-text; we require that generation
-        # stopped on the answer: the last generated token is `` true`` or `` false``.
+        # stopped on the answer: the chain closed with ``</think>`` and its last token is
+        # `` true`` or `` false`` (what its stop strings match).
         if (
             out["finish_reason"] == "stop"
             and items
-            and is_answer_token(items[-1], self.answer_token_ids)
+            and closes_on_answer(items, self.answer_token_ids)
         ):
             reading = answer_at(items[-1], self.answer_token_ids)
             if reading is not None:
+                if THINK_END not in out["text"]:
+                    # the server did not render ``</think>``: the answer word ends the text
+                    fields["reasoning"] = extract_reasoning(
+                        out["text"].removesuffix(items[-1].token)
+                    )
                 return _judgment(reading, VerdictSource.ANSWER_LOGPROBS, **fields)
         if items is None and out["finish_reason"] == "stop" and out["stop_reason"] in STOP_STRINGS:
             # The host sent no logprobs at all (accepted with allow_text_only only): the

@@ -28,7 +28,10 @@ from ..protocol import (
     token_id_in_key,
 )
 
-__all__ = ["Position", "positions", "answer_at", "find_answer_position", "is_answer_token"]
+__all__ = [
+    "Position", "positions", "answer_at", "closes_on_answer", "find_answer_position",
+    "is_answer_token",
+]
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,29 @@ def is_answer_token(position: Position, answer_ids: tuple[int, int] | None = Non
     if position.token_id is not None:
         return position.token_id in answer_ids
     return token_id_in_key(position.token) in answer_ids
+
+
+def closes_on_answer(items: Sequence[Position], answer_ids: tuple[int, int] | None = None) -> bool:
+    """True when a chain ends the way rank1's stop strings (``"</think> true"`` /
+    ``"</think> false"``) say: its last token is exactly an answer token (by text, or by
+    id with ``answer_ids``) and the tokens before it close the reasoning: their text ends
+    with ``</think>``, or the token just before has no text at all, which is how servers
+    that do not render special tokens show rank1's ``</think>`` (llama-cpp-python's
+    server). A chain that merely ends on a word like ``True`` is not closed: it takes the
+    forced answer, as in the official code (its stop strings never matched)."""
+    if not items:
+        return False
+    last = items[-1]
+    exact = last.token in (ANSWER_TRUE, ANSWER_FALSE)
+    if not exact and answer_ids and last.token_id is not None:
+        exact = last.token_id in answer_ids
+    if not exact and answer_ids and last.token_id is None:
+        exact = token_id_in_key(last.token) in answer_ids
+    if not exact or len(items) < 2:
+        return False
+    if items[-2].token == "":
+        return True
+    return "".join(p.token for p in items[:-1]).endswith(THINK_END)
 
 
 def find_answer_position(items: Sequence[Position]) -> Position | None:
