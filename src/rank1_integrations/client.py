@@ -432,6 +432,8 @@ class Rank1Client:
                 and isinstance(transport, CompletionsTransport)
             ):
                 transport.answer_token_ids = info.answer_token_ids
+            if info.llama_server and isinstance(transport, CompletionsTransport):
+                transport.stream = True  # one request per judgment, not a repeat
             budget = await probe.fit(call.prompt, call.max_reasoning_tokens, info)
             if budget != call.max_reasoning_tokens:
                 call = replace(call, max_reasoning_tokens=budget)

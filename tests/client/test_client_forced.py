@@ -213,3 +213,21 @@ async def test_each_step_has_its_own_tries(respx_mock: respx.MockRouter) -> None
     # the forced step had 1 + 2 tries and failed; the chain was not sent again
     assert counts == {"chain": 1, "forced": 3}
     assert info.value.__cause__.status_code == 500
+
+
+@respx.mock
+async def test_an_empty_chain_takes_the_forced_answer(respx_mock: respx.MockRouter) -> None:
+    """A chain that ends before its first token (end of text at once) is no server fault,
+    even though llama-cpp-python then sends ``logprobs: null``: the forced answer follows,
+    on the first try."""
+    first = {
+        "id": "cmpl-0", "object": "text_completion", "created": 1764290002, "model": "m",
+        "choices": [{"text": "", "index": 0, "logprobs": None, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 40, "completion_tokens": 0, "total_tokens": 40},
+    }
+    route = mock_two(respx_mock, first, vllm_forced({" true": -1.2, " false": -0.4}))
+    judgment = await make_client(max_retries=0).ajudge(QUERY, PASSAGE)
+    assert route.call_count == 2
+    assert judgment.source is VerdictSource.FORCED_ANSWER
+    assert judgment.score == pytest.approx(sigmoid_of(-1.2, -0.4))
+    assert judgment.reasoning == "" and judgment.reasoning_tokens == 0

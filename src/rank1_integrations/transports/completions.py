@@ -217,6 +217,12 @@ def _text_only(relevant: bool, **fields: Any) -> Judgment:
     )
 
 
+def _nothing_generated(text: str | None, usage: dict[str, Any]) -> bool:
+    """True for a completion that ended before its first token (llama-cpp-python then
+    sends no logprobs at all): its missing logprobs are not a server fault."""
+    return not text and usage.get("completion_tokens") == 0
+
+
 def _missing_logprobs(what: str) -> BadResponseError:
     return BadResponseError(
         f"the server sent {what} without the logprobs asked for (set allow_text_only=True "
@@ -233,9 +239,11 @@ def _choice(response: dict[str, Any], *, require_logprobs: bool = False) -> dict
     choice = choices[0]
     logprobs = choice.get("logprobs")
     items = positions(logprobs)
+    usage = response.get("usage") or {}
+    if items is None and _nothing_generated(choice.get("text"), usage):
+        items = []  # an empty chain (end of text at once) has no position to list
     if items is None and require_logprobs:
         raise _missing_logprobs("a completion")
-    usage = response.get("usage") or {}
     return {
         "text": choice.get("text") or "",
         "finish_reason": choice.get("finish_reason"),
@@ -270,6 +278,8 @@ def _merge_chunks(
                 items.extend(part)
     if finish is None:  # every server ends a stream with a finish_reason
         raise BadResponseError("the stream ended before its last chunk (no finish_reason)")
+    if not saw_logprobs and _nothing_generated("".join(text), {"completion_tokens": used}):
+        saw_logprobs = True  # an empty chain has no position to list
     if not saw_logprobs and require_logprobs:
         raise _missing_logprobs("a streamed completion")
     return {

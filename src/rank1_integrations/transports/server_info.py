@@ -80,6 +80,10 @@ class ServerInfo:
     tokenizer: TokenizerShape | None = None
     #: Ids of `` true`` and `` false`` when each is one token.
     answer_token_ids: tuple[int, int] | None = None
+    #: llama.cpp's ``llama-server`` (its ``/v1/models`` entry has ``meta``, or it answers
+    #: ``/props``): its non-streaming completions drop the stop-string tokens' logprobs,
+    #: so the completions transport streams to it from the first request.
+    llama_server: bool = False
     #: False when a transient failure left something unprobed (it will be probed again).
     settled: bool = True
 
@@ -206,7 +210,7 @@ class ServerProbe:
                 if true_ids[0] != false_ids[0]:
                     answer_ids = (true_ids[0], false_ids[0])
         info = ServerInfo(n_ctx=n_ctx, tokenizer=tokenizer, answer_token_ids=answer_ids,
-                          settled=settled)
+                          llama_server=llama_like, settled=settled)
         logger.debug("rank1: server info %s", info)
         return info
 
