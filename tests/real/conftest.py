@@ -64,37 +64,56 @@ def _servers() -> dict[tuple[str, str], RealServer]:
     return {}
 
 
+def serve(kind: str, model: str, *, parallel: int):
+    """A context manager running ``kind`` on ``model``; it yields the ``/v1`` base URL."""
+    path = model_path(model)
+    if kind == "rank1-server":
+        return running_server(
+            path, parallel=parallel, n_ctx=2048, threads=1, model_name=MODEL_NAME,
+            max_reasoning_tokens=BUDGET[model], repack=False,
+        )
+    if kind == "llama-server":
+        return llama_server(llama_server_binary(), path, parallel=parallel, alias=MODEL_NAME)
+    return llama_cpp_python_server(path, alias=MODEL_NAME)  # one request at a time
+
+
 @pytest.fixture(scope="session")
 def start_server(_stack: ExitStack, _servers: dict[tuple[str, str], RealServer]):
-    """``start_server(kind, model)``: that server on that model, started once."""
+    """``start_server(kind, model)``: that server on that model with 2 slots, started once
+    per session."""
 
     def start(kind: str, model: str) -> RealServer:
         key = (kind, model)
         if key not in _servers:
-            path = model_path(model)
-            if kind == "rank1-server":
-                cm = running_server(
-                    path, parallel=2, n_ctx=2048, threads=1, model_name=MODEL_NAME,
-                    max_reasoning_tokens=BUDGET[model], repack=False,
-                )
-            elif kind == "llama-server":
-                cm = llama_server(llama_server_binary(), path, parallel=2, alias=MODEL_NAME)
-            else:
-                cm = llama_cpp_python_server(path, alias=MODEL_NAME)
-            _servers[key] = RealServer(kind, model, _stack.enter_context(cm), path)
+            url = _stack.enter_context(serve(kind, model, parallel=2))
+            _servers[key] = RealServer(kind, model, url, model_path(model))
         return _servers[key]
 
     return start
 
 
+@pytest.fixture
+def fresh_server():
+    """``fresh_server(kind, model)``: a new one-slot server for this test alone, so that
+    its prompt cache holds exactly this test's requests (see :class:`ReferenceModel`)."""
+    with ExitStack() as stack:
+
+        def start(kind: str, model: str) -> RealServer:
+            url = stack.enter_context(serve(kind, model, parallel=1))
+            return RealServer(kind, model, url, model_path(model))
+
+        yield start
+
+
 @pytest.fixture(scope="session")
 def references(_stack: ExitStack):
-    """``references(model)``: the llama.cpp low-level reference for that model."""
+    """``references(model)``: the llama.cpp low-level reference for that model, reset."""
     refs: dict[str, ReferenceModel] = {}
 
     def get(model: str) -> ReferenceModel:
         if model not in refs:
             refs[model] = _stack.enter_context(ReferenceModel(str(model_path(model))))
+        refs[model].reset()  # a fresh one-slot server's state
         return refs[model]
 
     return get

@@ -81,6 +81,8 @@ class ReferenceModel:
         if not self.ctx:
             raise RuntimeError("could not create a llama.cpp context")
         self._seen: dict[tuple[str, int], ReferenceJudgment] = {}
+        #: The tokens whose KV the context holds (one sequence, like a one-slot server).
+        self._cached: list[int] = []
         self.true_id = self._single(ANSWER_TRUE)
         self.false_id = self._single(ANSWER_FALSE)
 
@@ -130,8 +132,11 @@ class ReferenceModel:
         shifted = logits - logits.max()
         return shifted - np.log(np.exp(shifted).sum())
 
-    def _reset(self) -> None:
+    def reset(self) -> None:
+        """Forget the cached sequence and every remembered judgment (a fresh server)."""
         self.lib.llama_memory_clear(self.lib.llama_get_memory(self.ctx), True)
+        self._cached = []
+        self._seen.clear()
 
     # ------------------------------------------------------------------ rank1
 
@@ -144,13 +149,11 @@ class ReferenceModel:
         return self._seen[key]
 
     def _judge(self, prompt: str, budget: int) -> ReferenceJudgment:
-        self._reset()
         ids = self.tokenize(prompt, add_special=True)
-        logprobs = self._decode(ids, 0)
-        pos = len(ids)
+        logprobs = self._feed(ids)
         generated: list[int] = []
         text = b""
-        for _ in range(budget):
+        for step in range(budget):
             tok = int(np.argmax(logprobs))
             if self.lib.llama_vocab_is_eog(self.vocab, tok):
                 break
@@ -163,25 +166,34 @@ class ReferenceModel:
                     "answer_logprobs", score_from_logprobs(lp_true, lp_false),
                     extract_reasoning(decoded), logprobs, tuple(generated),
                 )
-            logprobs = self._decode([tok], pos)
-            pos += 1
+            if step + 1 < budget:  # the budget's last token is sampled, never decoded
+                logprobs = self._feed([tok], append=True)
         decoded = text.decode("utf-8", "ignore")
-        # As a server with prompt caching does (rank1-server, llama-server): keep the KV of
-        # the longest common token prefix of the chain and the forced prompt, decode the
-        # rest. Re-decoding it all gives slightly different logits on quantized weights
-        # (other kernel shapes): same tokens, not the same numbers to 3e-3.
-        forced = self.tokenize(forced_answer_prompt(prompt, decoded), add_special=True)
-        seen = ids + generated
-        keep = 0
-        while keep < min(len(seen), len(forced) - 1) and seen[keep] == forced[keep]:
-            keep += 1
-        self.lib.llama_memory_seq_rm(self.lib.llama_get_memory(self.ctx), 0, keep, -1)
-        logprobs = self._decode(forced[keep:], keep)
+        logprobs = self._feed(
+            self.tokenize(forced_answer_prompt(prompt, decoded), add_special=True)
+        )
         lp_true, lp_false = logprobs[self.true_id], logprobs[self.false_id]
         return ReferenceJudgment(
             "forced_answer", score_from_logprobs(lp_true, lp_false),
             extract_reasoning(decoded), logprobs, tuple(generated),
         )
+
+    def _feed(self, tokens: list[int], *, append: bool = False) -> np.ndarray:
+        """Make the sequence ``tokens`` (or the cached one plus ``tokens``) and return the
+        log-softmax after it, as a one-slot server with prompt caching does: the KV of
+        the longest common prefix with what is cached is kept, the rest decoded. (On
+        quantized weights, the same tokens decoded in another batch shape give logits
+        that differ by ~1e-2 in P(true): the reference follows the servers' path.)"""
+        if append:
+            tokens = self._cached + tokens
+        keep = 0
+        limit = min(len(self._cached), len(tokens) - 1)  # decode at least one token
+        while keep < limit and self._cached[keep] == tokens[keep]:
+            keep += 1
+        self.lib.llama_memory_seq_rm(self.lib.llama_get_memory(self.ctx), 0, keep, -1)
+        logprobs = self._decode(tokens[keep:], keep)
+        self._cached = list(tokens)
+        return logprobs
 
     def close(self) -> None:
         if self.ctx:

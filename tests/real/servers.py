@@ -6,8 +6,10 @@ Usage::
     with llama_server(binary, model_path, parallel=2) as base_url:   # ".../v1"
         ...
 
-Every server gets one llama.cpp thread and AMX weight repacking off (these CPUs advertise
-AMX but the sandbox traps it: Q4/Q8 weights die with SIGILL on the first decode).
+Every server gets one llama.cpp thread, flash attention off (as in rank1-server and the
+reference: it moves logits by ~1e-3, enough to flip greedy near-ties on quantized weights)
+and AMX weight repacking off (these CPUs advertise AMX but the sandbox traps it: Q4/Q8
+weights die with SIGILL on the first decode).
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ def llama_server(
     command = [
         os.fspath(binary), "-m", os.fspath(model), "--host", "127.0.0.1", "--port", str(port),
         "-np", str(parallel), "-c", str(parallel * n_ctx_per_slot), "-t", "1", "-tb", "1",
-        "--no-repack", "--alias", alias, "--no-warmup", *extra,
+        "--no-repack", "--alias", alias, "--no-warmup", "--flash-attn", "off", *extra,
     ]
     with _process(command, port, "/health") as url:
         yield url
