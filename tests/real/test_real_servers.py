@@ -26,7 +26,13 @@ import httpx
 import pytest
 
 from rank1_integrations import Rank1Client
-from rank1_integrations.protocol import ANSWER_FALSE, ANSWER_TRUE, build_prompt, read_answer
+from rank1_integrations.protocol import (
+    ANSWER_FALSE,
+    ANSWER_TRUE,
+    VerdictSource,
+    build_prompt,
+    read_answer,
+)
 
 from .conftest import MODEL_NAME, RealServer
 from .reference import ReferenceJudgment, ReferenceModel
@@ -165,3 +171,30 @@ def test_many_judgments_on_keep_alive_connections(start_server, kind, mode):
             return await client.arerank(queries[2], corpus[6:12])
 
         assert all(j.error is None for j in asyncio.run(run()))
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+async def test_llama_server_judgments_in_a_row(start_server, concurrency):
+    """What only the real llama-server shows: it closes the connection after every streamed
+    response, and writes ``""`` as the text of the held-back answer token. No retries:
+    every request must succeed on its connection, and every answer be read at the answer
+    position (not through the forced answer), with no repeated request."""
+    server = start_server("llama-server", "demo")
+    client = Rank1Client(server.base_url, model=MODEL_NAME, cache=None, max_retries=0,
+                         concurrency=concurrency)
+    try:
+        judgments = []
+        for query in ("how do honey bees make honey", "what is a volcano"):
+            judgments += await client.arerank(query, [
+                "Honey bees make honey from the nectar of flowers.",
+                "A volcano is an opening in the crust where magma erupts.",
+                "Bread rises because yeast makes gas.",
+                "Chess is a board game for two players.",
+            ] * 3)
+    finally:
+        await client.aclose()
+    assert len(judgments) == 24
+    assert all(j.source is VerdictSource.ANSWER_LOGPROBS for j in judgments)
+    assert not any(j.score_estimated for j in judgments)
+    # the demo model: the passage that shares the query's words comes first
+    assert judgments[0].score > judgments[2].score and judgments[13].score > judgments[15].score
