@@ -139,11 +139,13 @@ def run(label: str, url: str, mode: str, concurrency: int, docs: list[str], budg
         judgments = client.rerank(QUERY, docs)
         wall = time.perf_counter() - start
     ok = sum(1 for j in judgments if j.ok)
-    gen = tokens(judgments)
+    # a judgment without a verdict records no tokens: its row's token rate is unknown
+    gen = tokens(judgments) if ok == len(judgments) else None
     row = {"label": label, "wall": wall, "n": len(judgments), "ok": ok, "tokens": gen,
            "jps": len(judgments) / wall}
-    print(f"  {label:<52} {wall:8.2f} s {row['jps']:7.2f} judgments/s "
-          f"{gen / wall:8.1f} gen tok/s  verdicts {ok}/{len(judgments)}", flush=True)
+    rate = f"{gen / wall:8.1f} gen tok/s" if gen is not None else "     (n/a) gen tok/s"
+    print(f"  {label:<52} {wall:8.2f} s {row['jps']:7.2f} judgments/s {rate}"
+          f"  verdicts {ok}/{len(judgments)}", flush=True)
     return row
 
 
@@ -178,6 +180,11 @@ def bench_model(name: str, model: Path, args: argparse.Namespace) -> dict:
         best = max(rows["r1-rerank", s]["jps"] for s in args.slots)
         print(f"  rank1-server rerank (best) / llama-cpp-python server "
               f"{best / rows['lcp']['jps']:6.1f}x")
+    if any(r["ok"] < r["n"] for r in rows.values()):
+        print("  note: llama-server and llama-cpp-python cannot restrict the forced answer to the "
+              "two answer ids,\n  so where its top-20 lists neither (random weights, SmolLM2) "
+              "the judgment has no verdict\n  after the same requests and token work; "
+              "rank1-server reads the two ids from the full logits.")
     return rows
 
 
