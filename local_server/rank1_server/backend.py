@@ -256,6 +256,22 @@ class LlamaContext:
         arr.flags.writeable = False
         return arr
 
+    def logits_rows(self, n: int) -> np.ndarray:
+        """The logits of the last decode's ``n`` output rows as one read-only
+        ``(n, n_vocab)`` view: row ``j`` belongs to the ``j``-th batch token that had
+        ``logits=True`` (llama.cpp stores them contiguously, in batch order)."""
+        ptr = self._lib.llama_get_logits(self.ptr)
+        if not ptr:
+            raise RuntimeError("llama.cpp returned no logits for the last decode")
+        arr = np.ctypeslib.as_array(ptr, shape=(n, self.model.n_vocab))
+        arr.flags.writeable = False
+        return arr
+
+    def synchronize(self) -> None:
+        """Wait until the last decode's work is done (a no-op on CPU; on a GPU, decoding
+        is asynchronous and this includes copying the logits back)."""
+        self._lib.llama_synchronize(self.ptr)
+
     # ------------------------------------------------------------------ KV cache
 
     def seq_rm(self, seq: int, p0: int = -1, p1: int = -1) -> None:
