@@ -116,7 +116,7 @@ def copy_bandwidth(cpu: bool) -> tuple[float, str]:
             t = time.perf_counter()
             np.copyto(b, a)
             best = min(best, time.perf_counter() - t)
-        return 2 * n / best, "numpy copy of 256 MiB (best of 5)"
+        return 2 * n / best, "numpy copy of 256 MiB, read + write counted, best of 5"
     import torch
 
     if not torch.cuda.is_available():
@@ -136,7 +136,10 @@ def copy_bandwidth(cpu: bool) -> tuple[float, str]:
     torch.cuda.synchronize()
     seconds = start.elapsed_time(end) / 1e3
     name = torch.cuda.get_device_name(0)
-    return 2 * n * reps / seconds, f"torch device-to-device copy of 1 GiB x {reps} on {name}"
+    del a, b
+    torch.cuda.empty_cache()  # leave the GPU's memory to the servers
+    return (2 * n * reps / seconds,
+            f"torch device-to-device copy of 1 GiB x {reps} on {name}, read + write counted")
 
 
 def weight_bytes(model: Path) -> tuple[int, int]:
@@ -216,7 +219,7 @@ def llama_server_command(args: argparse.Namespace, model: Path, port: int) -> li
            "-np", str(slots), "-c", str(args.n_ctx * slots), "-ngl",
            "999" if args.n_gpu_layers < 0 else str(args.n_gpu_layers),
            "-t", str(args.threads), "-tb", str(args.threads), "-b", "512", "-ub", "512",
-           "-fa", "off", "--no-kv-unified", "--metrics", "--log-disable"]
+           "-fa", "off", "--no-kv-unified", "--metrics"]
     if args.cpu:
         cmd.append("--no-repack")
     return cmd
