@@ -255,9 +255,13 @@ class LlamaContext:
         self.n_ctx_total = int(lib.llama_n_ctx(ptr))
         self.memory = lib.llama_get_memory(ptr)
         self.batch = Batch(lib, n_batch)
+        #: ``logits_rows`` views by (buffer address, rows): making one costs more than a step's
+        #: other host work for a few slots.
+        self._views: dict[tuple[int | None, int], np.ndarray] = {}
 
     def close(self) -> None:
         if self.ptr:
+            self._views.clear()
             self.batch.close()
             self._lib.llama_free(self.ptr)
             self.ptr = None
@@ -274,6 +278,26 @@ class LlamaContext:
         arr = np.ctypeslib.as_array(ptr, shape=(self.model.n_vocab,))
         arr.flags.writeable = False
         return arr
+
+    def logits_rows(self, n: int) -> np.ndarray:
+        """The logits of the last decode's ``n`` output rows as one read-only
+        ``(n, n_vocab)`` view: row ``j`` belongs to the ``j``-th batch token that had
+        ``logits=True`` (llama.cpp stores them contiguously, in batch order)."""
+        ptr = self._lib.llama_get_logits(self.ptr)
+        if not ptr:
+            raise RuntimeError("llama.cpp returned no logits for the last decode")
+        key = (ctypes.cast(ptr, ctypes.c_void_p).value, n)
+        arr = self._views.get(key)
+        if arr is None:  # a new buffer or row count (the buffer moves only when it grows)
+            arr = np.ctypeslib.as_array(ptr, shape=(n, self.model.n_vocab))
+            arr.flags.writeable = False
+            self._views[key] = arr
+        return arr
+
+    def synchronize(self) -> None:
+        """Wait until the last decode's work is done (a no-op on CPU; on a GPU, decoding
+        is asynchronous and this includes copying the logits back)."""
+        self._lib.llama_synchronize(self.ptr)
 
     # ------------------------------------------------------------------ KV cache
 

@@ -5,6 +5,9 @@ process, as the tests do).
 * ``rank1_generated_tokens_total``, ``rank1_prompt_tokens_total`` (decoded),
   ``rank1_cached_prompt_tokens_total`` (reused from the KV cache),
   ``rank1_cancelled_requests_total`` (generations abandoned by their client).
+* ``rank1_decode_calls_total``, ``rank1_decode_seconds_total`` (inside ``llama_decode``,
+  synchronised: the device's work), ``rank1_step_seconds_total`` (whole engine steps: the
+  difference is the engine's host work per step).
 * ``rank1_busy_slots``, ``rank1_slots``, ``rank1_queue_depth``: the engine right now.
 * ``rank1_judgment_seconds``: time from a rerank request's start to each judgment.
 """
@@ -55,6 +58,11 @@ class Metrics:
                     ("rank1_cancelled_requests", "Generations abandoned by their client",
                      st.requests_cancelled),
                     ("rank1_finished_generations", "Generations finished", st.requests_finished),
+                    ("rank1_decode_calls", "llama_decode calls", st.decode_calls),
+                    ("rank1_decode_seconds", "Seconds inside llama_decode (synchronised)",
+                     st.decode_seconds),
+                    ("rank1_step_seconds", "Seconds of engine steps (decode plus host work)",
+                     st.step_seconds),
                 ):
                     yield CounterMetricFamily(name, doc, value=value)
                 for name, doc, value in (
