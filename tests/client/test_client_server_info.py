@@ -16,6 +16,7 @@ from rank1_payloads import (
     TRUE_ID,
     body_of,
     http_client,
+    llama_server_sse,
     prompt_for,
     vllm_completion,
     vllm_forced,
@@ -82,6 +83,13 @@ def llama_server_tokenize(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, json={"tokens": ids})
 
 
+def llama_server_round(respx_mock: respx.MockRouter) -> respx.Route:
+    """/completions as llama-server streams it: the chain ends on the answer."""
+    sse = httpx.Response(200, content=llama_server_sse(),
+                         headers={"content-type": "text/event-stream"})
+    return respx_mock.post(f"{BASE_URL}/completions").mock(side_effect=[sse] * 4)
+
+
 def forced_round(respx_mock: respx.MockRouter) -> respx.Route:
     """/completions: the budget runs out, then the forced answer."""
     first = vllm_completion(reasoning=["The", " query", "."], answer=None, finish="length")
@@ -116,9 +124,12 @@ async def test_vllm_context_and_answer_ids_are_used(respx_mock: respx.MockRouter
 async def test_llama_server_shapes(respx_mock: respx.MockRouter) -> None:
     respx_mock.get(f"{BASE_URL}/models").respond(200, json=llama_server_models(1024))
     tokenize = respx_mock.post(f"{ROOT}/tokenize").mock(side_effect=llama_server_tokenize)
-    route = forced_round(respx_mock)
+    route = llama_server_round(respx_mock)
     client = make_client()
-    assert (await client.ajudge(QUERY, PASSAGE)).ok
+    judgment = await client.ajudge(QUERY, PASSAGE)
+    assert judgment.ok and judgment.source is VerdictSource.ANSWER_LOGPROBS
+    # found to be llama-server: streamed from the first request, so one request in all
+    assert route.call_count == 1 and body_of(route.calls[0].request)["stream"] is True
     assert body_of(route.calls[0].request)["max_tokens"] == (
         1024 - PROMPT_TOKENS - FORCED_ANSWER_MARGIN)
     assert client.transport.answer_token_ids == (TRUE_ID, FALSE_ID)
@@ -135,7 +146,7 @@ async def test_props_gives_the_context_when_models_does_not(
     respx_mock.get(f"{ROOT}/props").respond(200, json={
         "default_generation_settings": {"n_ctx": 900, "params": {}}, "total_slots": 4})
     respx_mock.post(f"{ROOT}/tokenize").mock(side_effect=llama_server_tokenize)
-    route = forced_round(respx_mock)
+    route = llama_server_round(respx_mock)
     assert (await make_client().ajudge(QUERY, PASSAGE)).ok
     assert body_of(route.calls[0].request)["max_tokens"] == (
         900 - PROMPT_TOKENS - FORCED_ANSWER_MARGIN)
