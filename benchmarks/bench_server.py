@@ -39,12 +39,11 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 from rank1_server.backend import default_threads
 from rank1_server.models import write_random_model
-from rank1_server.testing import free_port
 
 from rank1_integrations import Rank1Client
+from rank1_integrations._spawn import free_port, spawn_server
 from rank1_integrations.judgment import Judgment
 from rank1_integrations.protocol import VerdictSource
 
@@ -78,27 +77,9 @@ def env() -> dict[str, str]:
 
 @contextmanager
 def serve(command: list[str], port: int, ready: str):
-    proc = subprocess.Popen(command, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{command[0]} exited: {proc.stdout.read().decode()[-2000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}{ready}", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(command[0])
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with spawn_server(command, port, ready_path=ready, startup_timeout=300, env=env(),
+                      stop_timeout=30) as root:
+        yield f"{root}/v1"
 
 
 def rank1_server(model: Path, threads: int, slots: int, n_ctx: int):

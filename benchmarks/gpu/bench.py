@@ -44,7 +44,6 @@ import json
 import os
 import platform
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -171,29 +170,6 @@ def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n"
-                               f"{log.read_text(errors='replace')[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} not ready after {timeout} s")
-
-
 def rank1_server_command(args: argparse.Namespace, model: Path, port: int) -> list[str]:
     cmd = [sys.executable, "-m", "rank1_server.cli", "--model", str(model), "--port", str(port),
            "--parallel", str(max(args.slots)), "--n-ctx", str(args.n_ctx),
@@ -225,42 +201,13 @@ def llama_server_command(args: argparse.Namespace, model: Path, port: int) -> li
     return cmd
 
 
-class Server:
-    """A server process on a free loopback port, logging to a file."""
-
-    def __init__(self, name: str, cmd: list[str], health: str, log_dir: Path) -> None:
-        self.name = name
-        self.log = log_dir / f"{name}.log"
-        self.proc = subprocess.Popen(cmd, env=env(), stdout=self.log.open("wb"),
-                                     stderr=subprocess.STDOUT)
-        self.health = health
-
-    def __enter__(self) -> Server:
-        try:
-            wait_ready(self.health, self.proc, self.log)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 # ---------------------------------------------------------------------- runs
 
 
 def run_server(name: str, args: argparse.Namespace, model: Path, floor_s: float,
                log_dir: Path, emit) -> None:
     from rank1_integrations import Rank1Client
+    from rank1_integrations._spawn import free_port, spawn_server
     from rank1_integrations.protocol import VerdictSource
 
     port = free_port()
@@ -280,7 +227,8 @@ def run_server(name: str, args: argparse.Namespace, model: Path, floor_s: float,
                            timeout=3600, max_retries=0, on_error="keep",
                            answer_token_ids=answer_ids)
 
-    with Server(name, cmd, f"{root}/health", log_dir):
+    with spawn_server(cmd, port, name=name, env=env(), log=log_dir / f"{name}.log",
+                      startup_timeout=600, poll_interval=0.2, stop_timeout=30):
         with client(1, 8) as warm:
             warm.rerank("warm up", ["warm up the engine"])
         for slots in args.slots:

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from rank1_integrations.testing import free_port
+from rank1_integrations._spawn import free_port
 
 __all__ = ["running_server", "free_port"]
 

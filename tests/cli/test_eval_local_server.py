@@ -9,10 +9,11 @@ import pytest
 
 pytest.importorskip("llama_cpp", reason="needs the bundled server")
 
-from rank1_server.models import DEMO_MODEL_PATH, demo_corpus, demo_queries  # noqa: E402
+from rank1_server.models import DEMO_MODEL_PATH  # noqa: E402
 from rank1_server.testing import running_server  # noqa: E402
 
 from rank1_integrations.cli import main  # noqa: E402
+from rank1_integrations.data import demo_corpus, demo_queries  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -15,17 +15,12 @@ weights die with SIGILL on the first decode).
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
-from rank1_integrations.testing import free_port
+from rank1_integrations._spawn import free_port, spawn_server
 
 __all__ = [
     "cache_dir",
@@ -89,35 +84,10 @@ def _process(
     command: Sequence[str], port: int, ready_path: str, *, timeout: float = 180.0
 ) -> Iterator[str]:
     """Run ``command`` until ``ready_path`` answers 200; yield the ``/v1`` base URL."""
-    root = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile() as log:
-        env = {**os.environ, "OMP_WAIT_POLICY": "passive"}
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if proc.poll() is not None:
-                    log.seek(0)
-                    tail = log.read().decode("utf-8", "replace")[-3000:]
-                    raise RuntimeError(
-                        f"{command[0]} exited with {proc.returncode} before it was ready:\n{tail}"
-                    )
-                try:
-                    if httpx.get(root + ready_path, timeout=5).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{command[0]} not ready after {timeout} s")
-                time.sleep(0.1)
-            yield root + "/v1"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    env = {**os.environ, "OMP_WAIT_POLICY": "passive"}
+    with spawn_server(command, port, ready_path=ready_path, startup_timeout=timeout,
+                      env=env) as root:
+        yield root + "/v1"
 
 
 @contextmanager

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import httpx
 import pytest
 
 from rank1_integrations import Rank1Client
+from rank1_integrations.data import DEMO_CORPUS_PATH
 from rank1_integrations.protocol import (
     ANSWER_FALSE,
     ANSWER_TRUE,
@@ -37,7 +37,6 @@ from rank1_integrations.protocol import (
 from .conftest import MODEL_NAME, RealServer
 from .reference import ReferenceJudgment, ReferenceModel
 
-DEMO_DIR = Path(__file__).resolve().parents[2] / "local_server" / "rank1_server" / "demo"
 TOLERANCE = 2e-3
 
 #: (server, mode) pairs the client supports; chat is tested for transport health only
@@ -52,7 +51,7 @@ MODELS = ["demo", "smollm2"]
 
 
 def _corpus() -> dict[str, str]:
-    with open(DEMO_DIR / "corpus.jsonl") as f:
+    with open(DEMO_CORPUS_PATH) as f:
         return {d["id"]: d["text"] for d in map(json.loads, f)}
 
 

@@ -61,7 +61,6 @@ Usage::
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -70,6 +69,12 @@ from pathlib import Path
 
 import numpy as np
 
+from rank1_integrations.data import (
+    DEMO_CORPUS_PATH,
+    DEMO_QUERIES_PATH,
+    demo_corpus,
+    demo_queries,
+)
 from rank1_integrations.protocol import (
     ANSWER_FALSE,
     ANSWER_TRUE,
@@ -100,8 +105,9 @@ __all__ = [
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 DEMO_MODEL_PATH = DEMO_DIR / "rank1-demo.gguf"
-DEMO_CORPUS_PATH = DEMO_DIR / "corpus.jsonl"
-DEMO_QUERIES_PATH = DEMO_DIR / "queries.jsonl"
+# The corpus and queries (DEMO_CORPUS_PATH, DEMO_QUERIES_PATH, demo_corpus, demo_queries)
+# are the client package's data (rank1_integrations.data): the client reads them without
+# this package; the model's vocabulary is built from them here.
 
 NAME = "rank1-demo (word-overlap stand-in)"
 DESCRIPTION = (
@@ -150,16 +156,6 @@ _WORD = re.compile(r"[A-Za-z]+")
 
 
 # --------------------------------------------------------------------------- corpus and words
-
-
-def demo_corpus() -> list[dict[str, str]]:
-    """The bundled demo passages: dicts with ``id``, ``title``, ``text``."""
-    return [json.loads(line) for line in DEMO_CORPUS_PATH.read_text("utf-8").splitlines() if line]
-
-
-def demo_queries() -> list[dict]:
-    """The bundled demo queries: dicts with ``id``, ``text``, ``relevance`` ({doc id: grade})."""
-    return [json.loads(line) for line in DEMO_QUERIES_PATH.read_text("utf-8").splitlines() if line]
 
 
 def _demo_words() -> tuple[list[str], list[str]]:

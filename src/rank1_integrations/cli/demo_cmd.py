@@ -20,6 +20,8 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any
 
+from .._spawn import ServerStartError
+from ..data import demo_corpus, demo_queries
 from ._common import fail, positive_int
 
 __all__ = ["add_parser", "demo_data", "run_langchain", "run_llamaindex"]
@@ -54,13 +56,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def demo_data() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The bundled corpus (``id``, ``title``, ``text``) and queries (``id``, ``text``,
-    ``relevance``: graded labels by document id), shipped with the server."""
-    try:
-        from rank1_server.models import demo_corpus, demo_queries
-    except ImportError as exc:
-        raise ImportError(
-            'rank1 demo needs the bundled server: pip install "rank1-integrations[all]"'
-        ) from exc
+    ``relevance``: graded labels by document id), this package's data."""
     return demo_corpus(), demo_queries()
 
 
@@ -185,21 +181,21 @@ def _print_ranking(name: str, results: dict[str, list[dict[str, Any]]]) -> None:
 def run(args: argparse.Namespace) -> int:
     import contextlib
 
-    try:
-        corpus, queries = demo_data()
-    except ImportError as exc:
-        return fail("demo", str(exc))
+    corpus, queries = demo_data()
     texts = [q["text"] for q in queries[: args.queries]]
-    if args.base_url:
-        server: Any = contextlib.nullcontext(args.base_url)
-        print(f"rank1 demo: using {args.base_url}")
-    else:
-        from ._local import local_server
+    with contextlib.ExitStack() as stack:
+        if args.base_url:
+            base_url = args.base_url
+            print(f"rank1 demo: using {args.base_url}")
+        else:
+            from ._local import local_server
 
-        print("rank1 demo: starting the local rank1-server with the bundled demo model "
-              "(a development stand-in, not a relevance model) …", flush=True)
-        server = local_server()
-    with server as base_url:
+            print("rank1 demo: starting the local rank1-server with the bundled demo model "
+                  "(a development stand-in, not a relevance model) …", flush=True)
+            try:
+                base_url = stack.enter_context(local_server())
+            except (ImportError, ServerStartError) as exc:
+                return fail("demo", str(exc))
         if args.framework in ("both", "langchain"):
             _print_ranking("LangChain ContextualCompressionRetriever",
                            run_langchain(base_url, args.model, corpus, texts))

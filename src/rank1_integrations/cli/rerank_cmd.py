@@ -119,12 +119,16 @@ def run(args: argparse.Namespace) -> int:
     if not docs:
         return fail("rerank", f"no documents in {args.input if args.input != '-' else 'stdin'}")
 
-    server = contextlib.nullcontext(args.base_url)
-    if args.local is not None:
-        from ._local import local_server
+    with contextlib.ExitStack() as stack:
+        base_url = args.base_url
+        if args.local is not None:
+            from .._spawn import ServerStartError
+            from ._local import local_server
 
-        server = local_server(args.local or None)
-    with server as base_url:
+            try:
+                base_url = stack.enter_context(local_server(args.local or None))
+            except (ImportError, ServerStartError) as exc:
+                return fail("rerank", str(exc))
         rows = _rank(args, docs, instruction, base_url)
     if rows is None:
         return 1

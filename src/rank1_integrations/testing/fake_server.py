@@ -25,16 +25,14 @@ import contextlib
 import json
 import math
 import re
-import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from .._spawn import free_port, spawn_server
 from ..protocol import ANSWER_FALSE, ANSWER_TRUE, STOP_STRINGS, THINK_END
 
 __all__ = ["FakeRank1Server", "fake_server_process", "free_port", "overlap_score"]
@@ -232,13 +230,6 @@ class FakeRank1Server:
         self.stop()
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def fake_server_process(
     *, delay: float = 0.0, concurrency: int | None = None, startup_timeout: float = 30.0
@@ -251,22 +242,9 @@ def fake_server_process(
     command = [sys.executable, "-c", entry, "--port", str(port), "--delay", str(delay)]
     if concurrency is not None:
         command += ["--concurrency", str(concurrency)]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    root = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            try:
-                urllib.request.urlopen(root + "/health", timeout=1).read()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the fake rank1 server did not start") from None
-                time.sleep(0.05)
+    with spawn_server(command, port, name="the fake rank1 server",
+                      startup_timeout=startup_timeout, poll_interval=0.05) as root:
         yield root + "/v1"
-    finally:
-        proc.terminate()
-        proc.wait()
 
 
 def main(argv: list[str] | None = None) -> None:  # pragma: no cover - manual use
