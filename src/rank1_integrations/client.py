@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 from . import protocol
 from .cache import JudgmentCache, MemoryCache, cache_key
@@ -49,8 +49,8 @@ logger = logging.getLogger("rank1_integrations")
 #: ``"text"`` and optionally ``"title"``.
 PassageInput = str | Passage | Mapping[str, Any]
 
-_MODES = ("completions", "chat", "rerank")
-_ON_ERROR = ("raise", "keep", "drop")
+_MODES: tuple[str, ...] = get_args(Mode)
+_ON_ERROR: tuple[str, ...] = get_args(OnError)
 
 T = TypeVar("T")
 
@@ -59,7 +59,10 @@ class Rank1Client:
     """Judge (query, passage) pairs with rank1 on an OpenAI-compatible server.
 
     Every setting can come from the environment: ``RANK1_BASE_URL``, ``RANK1_API_KEY``,
-    ``RANK1_MODEL``. See the README's settings table for the rest.
+    ``RANK1_MODEL``. See the README's settings table for the rest; their defaults are
+    :class:`~rank1_integrations.settings.ClientSettings`', and ``settings`` holds the
+    ones in use. The HTTP side (SDK clients per event loop, the concurrency bound, the
+    sync API's background loop) is the client's :class:`~.session.HttpSession`.
 
     Args:
         base_url: the server's ``/v1`` URL (default ``RANK1_BASE_URL`` or
