@@ -10,14 +10,18 @@ from .cache import JudgmentCache, MemoryCache
 from .client import Rank1Client
 from .errors import JudgmentError, NoVerdictError, Rank1Error
 from .judgment import Judgment
+from .passage import Passage
 from .protocol import VerdictSource, build_prompt
+from .settings import ClientSettings
 
 __all__ = [
+    "ClientSettings",
     "Judgment",
     "JudgmentCache",
     "JudgmentError",
     "MemoryCache",
     "NoVerdictError",
+    "Passage",
     "Rank1Client",
     "Rank1Error",
     "VerdictSource",

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field
 
 from .client import Mode, OnError, PassageInput, Rank1Client, _check_query
 from .judgment import Judgment
+from .settings import ENVIRONMENT, ClientSettings
 
 __all__ = [
     "ERROR_KEY",
@@ -51,11 +52,13 @@ RELEVANT_KEY = "rank1_relevant"
 REASONING_KEY = "rank1_reasoning"
 ERROR_KEY = "rank1_error"
 
-#: Settings passed on to :class:`Rank1Client` when the reranker builds its own.
+#: Settings passed on to :class:`Rank1Client` when the reranker builds its own (their
+#: defaults and descriptions are :class:`~rank1_integrations.settings.ClientSettings`').
 _CLIENT_SETTINGS = (
     "base_url", "api_key", "model", "mode", "max_reasoning_tokens", "concurrency",
     "timeout", "max_retries",
 )
+_about = ClientSettings.description
 
 
 _BUILD_LOCK = threading.Lock()  # one client per reranker, even when threads race to build it
@@ -70,7 +73,7 @@ def extra_error(module: str, extra: str, exc: ImportError) -> ImportError:
 
 
 def _api_key_from_env() -> SecretStr | None:
-    value = os.environ.get("RANK1_API_KEY")
+    value = os.environ.get(ENVIRONMENT["api_key"])
     return SecretStr(value) if value else None
 
 
@@ -88,16 +91,18 @@ class RerankSettings(BaseModel):
         default=None, exclude=True,
         description="A ready Rank1Client; if set, the client settings below must be unset.",
     )
-    base_url: str | None = Field(default=None, description="Server /v1 URL (RANK1_BASE_URL).")
+    base_url: str | None = Field(default=None, description=_about("base_url"))
     api_key: SecretStr | None = Field(
-        default_factory=_api_key_from_env, description="Bearer token (RANK1_API_KEY)."
+        default_factory=_api_key_from_env, description=_about("api_key")
     )
-    model: str | None = Field(default=None, description="Served model name (RANK1_MODEL).")
-    mode: Mode | None = Field(default=None, description="'completions', 'chat' or 'rerank'.")
-    max_reasoning_tokens: int | None = Field(default=None, description="Reasoning budget.")
-    concurrency: int | None = Field(default=None, description="Requests in flight at once.")
-    timeout: float | None = Field(default=None, description="Seconds per HTTP request.")
-    max_retries: int | None = Field(default=None, description="Retries after the first try.")
+    model: str | None = Field(default=None, description=_about("model"))
+    mode: Mode | None = Field(default=None, description=_about("mode"))
+    max_reasoning_tokens: int | None = Field(
+        default=None, description=_about("max_reasoning_tokens")
+    )
+    concurrency: int | None = Field(default=None, description=_about("concurrency"))
+    timeout: float | None = Field(default=None, description=_about("timeout"))
+    max_retries: int | None = Field(default=None, description=_about("max_retries"))
 
     top_n: int | None = Field(
         default=None, description="Keep at most this many (None: all); must be >= 1."

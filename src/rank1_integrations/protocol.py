@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from .passage import Passage
+
 __all__ = [
     "ANSWER_FALSE",
     "ANSWER_TRUE",
@@ -40,6 +42,7 @@ __all__ = [
     "build_prompt",
     "clean_reasoning",
     "extract_reasoning",
+    "fit_passage",
     "fit_reasoning_budget",
     "forced_answer_prompt",
     "is_relevant",
@@ -181,6 +184,27 @@ def truncate_passage(
     if space >= max_chars * 4 // 5:
         cut = cut[:space]
     return cut, True
+
+
+def fit_passage(
+    passage: Passage, *, max_chars: int = DEFAULT_MAX_PASSAGE_CHARS
+) -> tuple[Passage, bool]:
+    """Cut a passage and its title to ``max_chars`` characters in all; return
+    ``(passage, was_truncated)``.
+
+    The model reads ``f"{title} {text}"``, so the budget covers the title and its space
+    too: the title is cut to ``max_chars - 1`` first, then the text to what is left (by
+    :func:`truncate_passage`'s rule).
+
+    >>> fit_passage(Passage("a b c d e", title="T"), max_chars=6)
+    (Passage(text='a b', title='T'), True)
+    """
+    budget, title, title_cut = max_chars, passage.title, False
+    if title is not None:
+        title, title_cut = truncate_passage(title, max_chars=max(budget - 1, 0))
+        budget = max(budget - len(title) - 1, 0)
+    text, truncated = truncate_passage(passage.text, max_chars=budget)
+    return Passage(text, title), truncated or title_cut
 
 
 # --------------------------------------------------------------------------- score

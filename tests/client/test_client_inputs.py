@@ -119,6 +119,23 @@ async def test_mapping_passages_and_titles(respx_mock: respx.MockRouter) -> None
 
 
 @respx.mock
+async def test_passage_objects_are_passages_too(respx_mock: respx.MockRouter) -> None:
+    """A :class:`Passage` (or an evaluation Document, which is one) is sent as the mapping
+    with the same text and title is."""
+    from rank1_integrations import Passage
+    from rank1_integrations.evaluation.io import Document
+
+    route = respx_mock.post(URL).mock(return_value=httpx.Response(200, json=vllm_completion()))
+    passages = [Passage("body", title="Title"), Passage("no title"), Document("doc", "")]
+    judgments = await make_client(concurrency=1).arerank("q", passages)
+    sent = [body_of(c.request)["prompt"].split("\nPassage: ")[1] for c in route.calls]
+    assert sent == ["Title body\n<think>", "no title\n<think>", " doc\n<think>"]
+    assert [j.index for j in judgments] == [0, 1, 2]
+    with pytest.raises(TypeError, match="passage 0: 'title'"):
+        await make_client().arerank("q", [Passage("x", title=3)])  # type: ignore[arg-type]
+
+
+@respx.mock
 async def test_judge_with_title(respx_mock: respx.MockRouter) -> None:
     route = respx_mock.post(URL).mock(return_value=httpx.Response(200, json=vllm_completion()))
     await make_client().ajudge("q", "body", title="Head")

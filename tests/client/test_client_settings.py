@@ -175,3 +175,46 @@ def test_timeout_applies_and_is_retried(clean_env: pytest.MonkeyPatch) -> None:
                 client.judge("q", "p")
     assert len(server.requests) == 2
     assert isinstance(info.value.__cause__, openai.APITimeoutError)
+
+
+def test_one_settings_model_gives_every_default(clean_env: pytest.MonkeyPatch) -> None:
+    """The client's parameters, the CLI's options and the rerankers' fields take their
+    defaults and descriptions from ClientSettings."""
+    import argparse
+    import inspect
+
+    from rank1_integrations import ClientSettings
+    from rank1_integrations.cli._common import add_endpoint_options
+    from rank1_integrations.settings import DEFAULTS
+
+    parameters = inspect.signature(Rank1Client).parameters
+    for name, field in ClientSettings.model_fields.items():
+        assert parameters[name].default == field.default, name
+    assert DEFAULTS.max_reasoning_tokens == 2048 and DEFAULTS.concurrency == 8
+    assert DEFAULTS.timeout == 600.0 and DEFAULTS.max_retries == 3
+
+    parser = argparse.ArgumentParser()
+    add_endpoint_options(parser)
+    args = parser.parse_args([])
+    for name in ("mode", "max_reasoning_tokens", "concurrency", "timeout", "max_retries"):
+        assert getattr(args, name) == getattr(DEFAULTS, name), name
+
+    client = Rank1Client(max_retries=0)
+    assert client.settings == ClientSettings.model_construct(
+        **{**DEFAULTS.model_dump(), "base_url": DEFAULT_BASE_URL, "api_key": "EMPTY",
+           "model": DEFAULT_MODEL, "max_retries": 0})
+    client.close()
+
+
+def test_settings_read_the_environment_when_made(clean_env: pytest.MonkeyPatch) -> None:
+    from rank1_integrations import ClientSettings
+
+    assert ClientSettings().base_url == DEFAULT_BASE_URL
+    clean_env.setenv("RANK1_BASE_URL", "http://env.test/v1")
+    clean_env.setenv("RANK1_MODEL", "env-model")
+    settings = ClientSettings(model="", api_key="sk")  # empty: the environment's
+    assert (settings.base_url, settings.model, settings.api_key) == (
+        "http://env.test/v1", "env-model", "sk")
+    assert Rank1Client().settings.base_url == "http://env.test/v1"
+    with pytest.raises(ValueError, match="max_retrys"):
+        ClientSettings(max_retrys=3)  # type: ignore[call-arg]

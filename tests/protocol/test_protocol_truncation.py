@@ -121,3 +121,33 @@ def test_passage_with_think_tags_is_cut_not_the_prompt() -> None:
     text, truncated = truncate_passage(passage, max_chars=100)
     assert truncated and len(text) <= 100
     assert build_prompt("q", text).endswith("\n<think>")
+
+
+# --------------------------------------------------------------------------- fit_passage
+
+
+def test_fit_passage_cuts_the_title_first_then_the_text_to_what_is_left() -> None:
+    from rank1_integrations import Passage
+    from rank1_integrations.protocol import fit_passage
+
+    # the title takes budget - 1 (its space is counted); nothing is left for the text
+    fitted, cut = fit_passage(Passage("body", title="T" * 50), max_chars=10)
+    assert fitted == Passage("", title="T" * 9) and cut
+    assert len(build_prompt("q", fitted.text, title=fitted.title).split("Passage: ")[1]) == (
+        10 + len("\n<think>"))
+    # a short title leaves the rest of the budget to the text
+    fitted, cut = fit_passage(Passage("x" * 50, title="Head"), max_chars=10)
+    assert fitted == Passage("x" * 5, title="Head") and cut
+    # what fits is left alone, and an untitled passage has the whole budget
+    assert fit_passage(Passage("fits", title="T"), max_chars=6) == (Passage("fits", "T"), False)
+    assert fit_passage(Passage("y" * 20), max_chars=10) == (Passage("y" * 10), True)
+    assert fit_passage(Passage("a", title=""), max_chars=2) == (Passage("a", ""), False)
+
+
+def test_fit_passage_does_not_mutate_its_input() -> None:
+    from rank1_integrations import Passage
+    from rank1_integrations.protocol import fit_passage
+
+    passage = Passage("z" * 30, title="Title")
+    fit_passage(passage, max_chars=8)
+    assert passage == Passage("z" * 30, title="Title")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
+
+from ..settings import DEFAULTS, Mode
 
 __all__ = [
     "add_endpoint_options",
@@ -59,16 +61,21 @@ def add_endpoint_options(parser: argparse.ArgumentParser) -> None:
     ep.add_argument("--model", help="model name the endpoint serves")
     ep.add_argument("--api-key", help="API key (prefer the RANK1_API_KEY variable)")
     ep.add_argument(
-        "--mode", choices=("completions", "chat", "rerank"), default="completions", help="API shape"
+        "--mode", choices=get_args(Mode), default=DEFAULTS.mode,
+        help="API shape",
     )
-    ep.add_argument("--max-reasoning-tokens", type=positive_int, default=2048, metavar="N")
     ep.add_argument(
-        "--concurrency", type=positive_int, default=8, metavar="N", help="judgments in flight"
+        "--max-reasoning-tokens", type=positive_int, default=DEFAULTS.max_reasoning_tokens,
+        metavar="N",
     )
-    ep.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
     ep.add_argument(
-        "--max-retries", type=non_negative_int, default=3, metavar="N",
-        help="further tries per judgment after a transient error (default 3)",
+        "--concurrency", type=positive_int, default=DEFAULTS.concurrency, metavar="N",
+        help="judgments in flight",
+    )
+    ep.add_argument("--timeout", type=float, default=DEFAULTS.timeout, help="seconds per request")
+    ep.add_argument(
+        "--max-retries", type=non_negative_int, default=DEFAULTS.max_retries, metavar="N",
+        help=f"further tries per judgment after a transient error (default {DEFAULTS.max_retries})",
     )
 
 

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from ..passage import Passage
+
 __all__ = [
     "Document",
     "atomic_text_file",
@@ -57,14 +59,12 @@ class InputFormatError(ValueError):
 
 
 @dataclass(frozen=True)
-class Document:
-    """A corpus entry. ``title`` is ``None`` when the line has no ``"title"`` field and is kept
-    as written otherwise, empty string included: the official rank1 code joins a record's
-    title and text as ``f"{title} {text}"`` even when the title is empty, and so does
+class Document(Passage):
+    """A corpus entry: a :class:`~rank1_integrations.Passage` (``text``, ``title``). ``title``
+    is ``None`` when the line has no ``"title"`` field and is kept as written otherwise,
+    empty string included: the official rank1 code joins a record's title and text as
+    ``f"{title} {text}"`` even when the title is empty, and so does
     :func:`~rank1_integrations.protocol.build_prompt` when given a title."""
-
-    text: str
-    title: str | None = None
 
 
 # --------------------------------------------------------------------------- helpers

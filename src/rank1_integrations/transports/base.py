@@ -6,17 +6,27 @@ and knows nothing of retries, concurrency or caching: the client wraps it with t
 two and hands its :class:`~.sdk.Sdk` the retry policy, which the Sdk applies to each HTTP
 step on its own. It raises the SDK's exceptions for HTTP failures and
 :class:`~rank1_integrations.errors.NoVerdictError` when the model gives no verdict.
+
+Every transport has a batch call, :meth:`Transport.judge_batch`: by default a gather of
+:meth:`~Transport.judge`, one request per call; a :class:`BatchTransport` sends all the
+calls of one query in one request (``/v1/rerank``). The client hands a transport whose
+batch is one request all the passages at once, and any other one passage at a time (so
+that each judgment holds its own concurrency slot and fails alone).
 """
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar, TypeVar
 
 from ..judgment import Judgment
 
-__all__ = ["JudgeCall", "Transport", "BatchTransport"]
+__all__ = ["JudgeCall", "Transport", "BatchTransport", "gather_or_cancel"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -39,22 +49,55 @@ class JudgeCall:
     max_reasoning_tokens: int
 
 
+async def gather_or_cancel(aws: Sequence[Awaitable[T]]) -> list[T]:
+    """Await all of ``aws`` concurrently; their results, in order.
+
+    When one raises, the others are cancelled (and waited for), and the failure that comes
+    first in input order is raised: nothing more is sent once the outcome is settled.
+    """
+    if len(aws) == 1:  # nothing to cancel: no task needed
+        return [await aws[0]]
+    tasks = [asyncio.ensure_future(aw) for aw in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        pending = [t for t in tasks if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+    for task in tasks:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            raise exc
+    return [t.result() for t in tasks]
+
+
 class Transport(ABC):
     """Judges one pair per call."""
 
     #: Name used in cache keys and error messages (``"completions"``, ``"chat"``, ...).
     name: str = ""
+    #: Whether :meth:`judge_batch` sends all its calls in one request.
+    one_request: ClassVar[bool] = False
 
     @abstractmethod
     async def judge(self, call: JudgeCall) -> Judgment:
         """Judge one pair; the returned judgment's ``index`` is ``call.index``."""
+
+    async def judge_batch(self, calls: Sequence[JudgeCall]) -> list[Judgment]:
+        """Judge ``calls`` (all for one query); one judgment per call, in order.
+
+        By default a gather of :meth:`judge` (see :func:`gather_or_cancel`)."""
+        return await gather_or_cancel([self.judge(call) for call in calls])
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release what the transport holds (nothing by default)."""
 
 
 class BatchTransport(Transport):
-    """A transport that can also judge all passages of one query in one request."""
+    """A transport that judges all passages of one query in one request."""
+
+    one_request: ClassVar[bool] = True
 
     @abstractmethod
     async def judge_batch(self, calls: Sequence[JudgeCall]) -> list[Judgment]:

@@ -27,27 +27,23 @@ in the response and no stack reuses the connection (which the server would close
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-import functools
 import json
 import logging
 import re
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import openai
 
 from ..errors import BadResponseError
 from ..retry import RetryStep, once
+from ..session import AnyOpenAI, HttpSession
 
-__all__ = ["Sdk", "rejected_fields"]
+__all__ = ["AnyOpenAI", "Sdk", "rejected_fields"]
 
 logger = logging.getLogger("rank1_integrations")
 
-AnyOpenAI = openai.AsyncOpenAI | openai.OpenAI
 T = TypeVar("T")
 
 #: Headers of every streamed request (see the module's docstring).
@@ -113,49 +109,26 @@ def _json_object(data: Any, path: str) -> Any:
 
 
 class Sdk:
-    """``get_client`` returns the SDK client to use now (one per event loop).
+    """Requests through ``session``, the client's :class:`~rank1_integrations.session.HttpSession`:
+    it hands out the SDK client to use now (one per event loop) and runs a sync client's
+    calls in its worker threads.
 
     ``retry`` runs each HTTP step under the client's retry policy (default: one try).
-
-    Calls of a sync client run in a pool of ``max_threads`` worker threads (the client's
-    ``concurrency``): asyncio's default pool has only ``min(32, cpus + 4)`` threads, which
-    would cap the requests in flight below the configured concurrency on small machines.
     """
 
-    def __init__(
-        self,
-        get_client: Callable[[], AnyOpenAI],
-        *,
-        max_threads: int | None = None,
-        retry: RetryStep[Any] = once,
-    ) -> None:
-        self._get_client = get_client
-        self._max_threads = max_threads
-        self._executor: ThreadPoolExecutor | None = None
+    def __init__(self, session: HttpSession, *, retry: RetryStep[Any] = once) -> None:
+        self.session = session
         self._lock = threading.Lock()
         self.retry = retry
         #: ``extra_body`` fields this host refused; they are no longer sent.
         self.rejected: frozenset[str] = frozenset()
 
-    async def _in_thread(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """Run a blocking SDK call in the worker pool."""
-        if self._max_threads is None:
-            return await asyncio.to_thread(fn, *args, **kwargs)
-        with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    self._max_threads, thread_name_prefix="rank1-sdk"
-                )
-            executor = self._executor
-        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(executor, call)
+    def _get_client(self) -> AnyOpenAI:
+        return self.session.sdk_client()
 
-    def close(self) -> None:
-        """Let the worker threads go (they finish what they are doing first)."""
-        with self._lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=False)
+    async def _in_thread(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run a blocking SDK call in the session's worker pool."""
+        return await self.session.in_thread(fn, *args, **kwargs)
 
     def _resource(self, endpoint: str) -> tuple[Any, bool]:
         client = self._get_client()
