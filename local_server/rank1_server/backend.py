@@ -1,8 +1,9 @@
 """A thin, typed layer over llama-cpp-python's low-level ctypes API.
 
-Only what the engine needs: load a GGUF model, make one context with N sequence slots,
-tokenize, render tokens, fill a batch, decode, read logits as numpy views, and edit the KV
-cache (remove / copy a sequence's cells). Nothing here knows about requests or rank1.
+Only what the server needs: load a GGUF model, make one context with N sequence slots,
+tokenize, render tokens, apply the model's chat template, fill a batch, decode, read
+logits as numpy views, and edit the KV cache (remove / copy a sequence's cells). Nothing
+here knows about requests or rank1.
 
 Usage::
 
@@ -23,7 +24,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LlamaModel", "LlamaContext", "Batch", "import_llama_cpp", "default_threads"]
+__all__ = [
+    "Batch",
+    "ChatTemplateError",
+    "LlamaContext",
+    "LlamaModel",
+    "default_threads",
+    "import_llama_cpp",
+]
 
 _INIT_LOCK = threading.Lock()
 _BACKEND_READY = False
@@ -55,6 +63,10 @@ def default_threads() -> int:
     event loop and the engine thread's Python work share the cores).
     """
     return max(1, (os.cpu_count() or 2) // 2)
+
+
+class ChatTemplateError(ValueError):
+    """llama.cpp could not apply the model's chat template to the messages."""
 
 
 class LlamaModel:
@@ -129,6 +141,30 @@ class LlamaModel:
     def chat_template(self) -> str | None:
         tmpl = self._lib.llama_model_chat_template(self.ptr, None)
         return tmpl.decode("utf-8", "replace") if tmpl else None
+
+    def apply_chat_template(self, template: str, messages: Sequence[tuple[str, str]]) -> str:
+        """``messages`` (``(role, content)`` pairs) rendered with ``template`` (see
+        :meth:`chat_template`) by llama.cpp's built-in template engine, the assistant's
+        turn opened. Raises :class:`ChatTemplateError` when llama.cpp cannot apply it."""
+        lib = self._lib
+        arr = (lib.llama_chat_message * len(messages))()
+        keep = []
+        for i, (role, content) in enumerate(messages):
+            r, c = role.encode(), content.encode()
+            keep += [r, c]
+            arr[i].role, arr[i].content = r, c
+        size = 4 * sum(len(c) for c in keep) + 1024
+        for _ in range(2):
+            buf = ctypes.create_string_buffer(size)
+            n = lib.llama_chat_apply_template(
+                template.encode(), arr, len(messages), True, buf, size
+            )
+            if n < 0:
+                raise ChatTemplateError("the model's chat template could not be applied")
+            if n <= size:
+                return buf.raw[:n].decode("utf-8", "replace")
+            size = n + 1
+        raise OverflowError("chat template output too long")
 
     @property
     def add_bos(self) -> bool:

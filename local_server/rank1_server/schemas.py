@@ -2,16 +2,29 @@
 
 Fields follow OpenAI's legacy completions and chat APIs plus the vLLM extras rank1 clients
 send (``skip_special_tokens``, ``allowed_token_ids``, ...), and the Jina/Cohere rerank
-shape with rank1's own options. Unknown fields are ignored, as vLLM does.
+shape with rank1's own options (:mod:`rank1_integrations.wire`, shared with the client).
+Unknown fields are ignored, as vLLM does.
+
+Every check that needs only the request is here. A malformed body is a 422; a well-formed
+option this server cannot honour (sampling, streaming, more than 20 logprobs...) is
+refused with a :data:`REFUSED` error, which the API answers as a 400 naming the option.
+Checks that need the model or the server's limits (token ids in the vocabulary, the
+context, the queue) stay in the routes.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from rank1_integrations.wire import RerankDocument, RerankRequest
+
+from .engine import MAX_LOGPROBS
 
 __all__ = [
+    "REFUSED",
     "CompletionRequest",
     "ChatRequest",
     "ChatMessage",
@@ -21,6 +34,10 @@ __all__ = [
 ]
 
 _MAX_STOP = 16
+
+#: The validation error type of an option this server cannot honour: answered 400 with
+#: ``param`` and ``message`` from the error's context (see ``errors.add_exception_handlers``).
+REFUSED = "rank1_refused_option"
 
 
 class _Base(BaseModel):
@@ -77,6 +94,34 @@ class _Sampling(_Base):
             return ("repetition_penalty", "repetition_penalty is not supported")
         return None
 
+    def refusal(self) -> tuple[str, str] | None:
+        """(param, message) for the first option of this request the server refuses: what
+        :meth:`unsupported` names, bad stop strings, then each endpoint's own checks."""
+        bad = self.unsupported()
+        if bad is not None:
+            return bad
+        try:
+            self.stop_list()
+        except ValueError as exc:
+            return ("stop", str(exc))
+        bad = self._endpoint_refusal()
+        if bad is not None:
+            return bad
+        if self.allowed_token_ids is not None and not self.allowed_token_ids:
+            return ("allowed_token_ids", "allowed_token_ids must not be empty")
+        return None
+
+    def _endpoint_refusal(self) -> tuple[str, str] | None:
+        return None
+
+    @model_validator(mode="after")
+    def _servable(self) -> _Sampling:
+        bad = self.refusal()
+        if bad is not None:
+            param, message = bad
+            raise PydanticCustomError(REFUSED, "{message}", {"param": param, "message": message})
+        return self
+
 
 class CompletionRequest(_Sampling):
     """``POST /v1/completions``."""
@@ -94,6 +139,15 @@ class CompletionRequest(_Sampling):
         if isinstance(v, list) and not v:
             raise ValueError("prompt must not be an empty list")
         return v
+
+    def _endpoint_refusal(self) -> tuple[str, str] | None:
+        if self.echo:
+            return ("echo", "echo is not supported")
+        if self.suffix:
+            return ("suffix", "suffix is not supported")
+        if self.logprobs is not None and self.logprobs > MAX_LOGPROBS:
+            return ("logprobs", f"logprobs must be at most {MAX_LOGPROBS}, got {self.logprobs}")
+        return None
 
 
 class ChatMessage(_Base):
@@ -117,31 +171,10 @@ class ChatRequest(_Sampling):
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0)
 
-
-class RerankDocument(_Base):
-    text: str
-    title: str | None = None
-
-
-class RerankRequest(_Base):
-    """``POST /v1/rerank``: the Jina / Cohere v2 shape plus rank1's options."""
-
-    model: str | None = None
-    query: str = Field(min_length=1)
-    documents: list[str | RerankDocument]
-    top_n: int | None = Field(default=None, ge=0)
-    return_documents: bool = True
-    #: Relevance definition: text appended to the query, or a template with ``{query}``.
-    instruction: str | None = None
-    #: Most tokens rank1 may spend reasoning per document (server default if omitted).
-    max_reasoning_tokens: int | None = Field(default=None, ge=1)
-
-    @field_validator("query")
-    @classmethod
-    def _query_not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("query must not be blank")
-        return v
+    def _endpoint_refusal(self) -> tuple[str, str] | None:
+        if self.logprobs and (self.top_logprobs or 0) > MAX_LOGPROBS:
+            return ("top_logprobs", f"top_logprobs must be at most {MAX_LOGPROBS}")
+        return None
 
 
 class TokenizeRequest(_Base):

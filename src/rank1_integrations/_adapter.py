@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field
 
 from .client import Mode, OnError, PassageInput, Rank1Client, _check_query
 from .judgment import Judgment
+from .ranking import rank_order
 from .settings import ENVIRONMENT, ClientSettings
 
 __all__ = [
@@ -199,9 +200,9 @@ def select(
 ) -> list[Judgment]:
     """Judged ones by score (descending, stable), cut by threshold (>=) and ``top_n``;
     then failed ones in input order (see the module docstring)."""
-    judged = [j for j in judgments if j.score is not None]
-    failed = sorted((j for j in judgments if j.score is None), key=lambda j: j.index)
-    ranked = sorted(judged, key=lambda j: (-j.score, j.index))  # type: ignore[operator]
+    ordered = rank_order(sorted(judgments, key=lambda j: j.index), lambda j: j.score)
+    ranked = [j for j in ordered if j.score is not None]
+    failed = [j for j in ordered if j.score is None]
     if score_threshold is not None:
         ranked = [j for j in ranked if j.score >= score_threshold]  # type: ignore[operator]
     if top_n is not None:

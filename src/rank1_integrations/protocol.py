@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_MAX_PASSAGE_CHARS",
     "PROTOCOL_VERSION",
     "FORCED_ANSWER_MARGIN",
+    "LOGPROB_FLOOR",
     "STOP_STRINGS",
     "THINK_END",
     "THINK_START",
@@ -47,9 +48,12 @@ __all__ = [
     "forced_answer_prompt",
     "is_relevant",
     "normalise_answer_token",
+    "parse_forced_answer_prompt",
+    "parse_prompt",
     "read_answer",
     "score_from_logprobs",
     "token_id_in_key",
+    "token_id_key",
     "truncate_passage",
     "verdict_from_text",
 ]
@@ -66,6 +70,10 @@ STOP_STRINGS: tuple[str, str] = (THINK_END + ANSWER_TRUE, THINK_END + ANSWER_FAL
 #: sequences cut at 2500 tokens; ~4 characters per token leaves room for the reasoning.
 #: FIX: the official code never cuts a passage (a long one overflows the context).
 DEFAULT_MAX_PASSAGE_CHARS = 6000
+
+#: vLLM's stand-in for a log probability of -inf (JSON has no infinity): servers write no
+#: logprob below it, and :func:`read_answer` takes it as a value like any other.
+LOGPROB_FLOOR = -9999.0
 
 #: The version of the rules above, part of every judgment cache key (memory and the SQLite
 #: ``JudgmentStore``). Bump it whenever a fix changes what a judgment comes out as (prompt,
@@ -146,6 +154,29 @@ def build_prompt(
         passage = f"{title} {passage}"
     query_slot = apply_instruction(query, instruction)
     return _PROMPT_HEAD + query_slot + _PROMPT_MID + passage + _PROMPT_TAIL
+
+
+def parse_prompt(prompt: str) -> tuple[str, str] | None:
+    """The inverse of :func:`build_prompt`: ``(query slot, passage)`` of a rank1 prompt, or
+    ``None`` for any other text.
+
+    The query slot is the query with its instruction applied; a title is part of the
+    passage, as :func:`build_prompt` joined it. A query or passage holding the prompt's
+    own ``"\\nPassage: "`` is ambiguous: the split is at its last occurrence.
+
+    >>> parse_prompt(build_prompt("q", "p", title="T"))
+    ('q', 'T p')
+    >>> parse_prompt("hello") is None
+    True
+    """
+    if not (prompt.startswith(_PROMPT_HEAD) and prompt.endswith(_PROMPT_TAIL)):
+        return None
+    query_slot, mid, passage = prompt[len(_PROMPT_HEAD) : -len(_PROMPT_TAIL)].rpartition(
+        _PROMPT_MID
+    )
+    if not mid:
+        return None
+    return query_slot, passage
 
 
 # --------------------------------------------------------------------------- truncation
@@ -263,6 +294,16 @@ def token_id_in_key(key: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def token_id_key(token: int) -> str:
+    """The logprob key of a token written as its id (vLLM's
+    ``return_tokens_as_token_ids``); :func:`token_id_in_key` reads it back.
+
+    >>> token_id_key(830)
+    'token_id:830'
+    """
+    return f"token_id:{token}"
+
+
 @dataclass(frozen=True)
 class AnswerReading:
     """The verdict read at an answer position.
@@ -301,8 +342,8 @@ def read_answer(
 
     Returns ``None`` when neither answer is present, exactly or as a variant (no verdict
     at this position). When one is missing altogether, it is bounded by the smallest
-    listed logprob and the reading is marked ``estimated``. Values of -9999.0 (vLLM's
-    -inf) count as present with that value.
+    listed logprob and the reading is marked ``estimated``. Values of
+    :data:`LOGPROB_FLOOR` (vLLM's -inf) count as present with that value.
     """
     pairs = top_logprobs.items() if isinstance(top_logprobs, Mapping) else top_logprobs
     exact: dict[str, float] = {}
@@ -391,6 +432,29 @@ def forced_answer_prompt(prompt: str, reasoning: str) -> str:
     if THINK_END in reasoning:
         reasoning = reasoning.split(THINK_END, 1)[0]
     return f"{prompt}\n{clean_reasoning(reasoning)}\n{THINK_END}"
+
+
+def parse_forced_answer_prompt(text: str) -> tuple[str, str] | None:
+    """The inverse of :func:`forced_answer_prompt`: ``(prompt, cleaned reasoning)``, or
+    ``None`` when ``text`` is not a forced-answer prompt built on a rank1 prompt.
+
+    The prompt ends at the last ``"\\n<think>\\n"``: a reasoning chain that itself holds
+    one is ambiguous.
+
+    >>> prompt = build_prompt("q", "p")
+    >>> parse_forced_answer_prompt(forced_answer_prompt(prompt, "So. And")) == (prompt, "So.")
+    True
+    """
+    end = "\n" + THINK_END
+    if not text.endswith(end):
+        return None
+    cut = text.rfind(_PROMPT_TAIL + "\n", 0, len(text) - len(end))
+    if cut < 0:
+        return None
+    prompt = text[: cut + len(_PROMPT_TAIL)]
+    if parse_prompt(prompt) is None:
+        return None
+    return prompt, text[cut + len(_PROMPT_TAIL) + 1 : -len(end)]
 
 
 # --------------------------------------------------------------------------- context

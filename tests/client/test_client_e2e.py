@@ -4,6 +4,7 @@ through the SDK's default HTTP stack, in completions and chat modes."""
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Iterator
 
 import pytest
@@ -98,3 +99,23 @@ def test_two_event_loops_one_client(server: FakeRank1Server) -> None:
     assert [j.score for j in first] == [j.score for j in second]
     assert all(j.ok for j in first + second)
     client.close()
+
+
+def test_fake_reads_prompts_with_the_protocol(server: FakeRank1Server) -> None:
+    """The fake parses what build_prompt and forced_answer_prompt write (title and
+    instruction included) and refuses any other text."""
+    import httpx
+
+    from rank1_integrations.protocol import build_prompt, forced_answer_prompt
+
+    prompt = build_prompt("tides moon", "the sea", title="Moon", instruction="Find {query}.")
+    url = server.base_url + "/completions"
+    p_true = overlap_score("Find tides moon.", "Moon the sea")
+    forced = httpx.post(url, json={"prompt": forced_answer_prompt(prompt, "It is. So")}).json()
+    top = forced["choices"][0]["logprobs"]["top_logprobs"][0]
+    assert top[" true"] == pytest.approx(math.log(p_true))
+    assert forced["choices"][0]["text"] == (" true" if p_true >= 0.5 else " false")
+    first = httpx.post(url, json={"prompt": prompt, "max_tokens": 200}).json()["choices"][0]
+    assert first["finish_reason"] == "stop" and "tides moon" in first["text"]
+    refused = httpx.post(url, json={"prompt": "Query: tides\nPassage: moon\n<think>"})
+    assert refused.status_code == 400 and "not a rank1 prompt" in refused.text

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..judgment import Judgment
+from ..ranking import rank_order
 from .io import Document, ranked_docids
 
 __all__ = [
@@ -139,11 +140,12 @@ def final_order(
     its first ``depth`` documents (a missing one counts as failed).
     """
     head, tail = list(first_stage[:depth]), list(first_stage[depth:])
-    judged = [d for d in head if d in judgments and judgments[d].ok]
-    failed = [d for d in head if not (d in judgments and judgments[d].ok)]
-    # An ok judgment has a score; the sort is stable, so ties keep their first-stage order.
-    judged.sort(key=lambda d: -judgments[d].score)  # type: ignore[operator]
-    return judged + failed + tail
+
+    def score(docid: str) -> float | None:  # a missing or failed judgment has none
+        judgment = judgments.get(docid)
+        return judgment.score if judgment is not None and judgment.ok else None
+
+    return rank_order(head, score) + tail
 
 
 def plan_pairs(

@@ -33,11 +33,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from .._spawn import free_port, spawn_server
-from ..protocol import ANSWER_FALSE, ANSWER_TRUE, STOP_STRINGS, THINK_END
+from ..protocol import (
+    ANSWER_FALSE,
+    ANSWER_TRUE,
+    STOP_STRINGS,
+    THINK_END,
+    THINK_START,
+    is_relevant,
+    parse_forced_answer_prompt,
+    parse_prompt,
+)
 
 __all__ = ["FakeRank1Server", "fake_server_process", "free_port", "overlap_score"]
 
-_PROMPT = re.compile(r"\nQuery: (?P<query>.*)\nPassage: (?P<passage>.*)\n<think>", re.DOTALL)
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -119,25 +127,28 @@ class _Server(ThreadingHTTPServer):
         if not isinstance(prompt, str):
             return 400, {"error": {"message": "prompt must be a string", "type": "invalid"}}
         max_tokens = int(body.get("max_tokens") or 16)
-        match = _PROMPT.search(prompt)
-        if match is None:
+        forced = parse_forced_answer_prompt(prompt)
+        parsed = parse_prompt(forced[0] if forced is not None else prompt)
+        if parsed is None:
             return 400, {"error": {"message": "not a rank1 prompt", "type": "invalid"}}
-        p_true = overlap_score(match["query"], match["passage"])
-        if prompt.endswith(THINK_END):  # the forced answer: one token
-            answer = ANSWER_TRUE if p_true >= 0.5 else ANSWER_FALSE
+        query, passage = parsed
+        p_true = overlap_score(query, passage)
+        relevant = is_relevant(p_true)
+        if forced is not None:  # the forced answer: one token
+            answer = ANSWER_TRUE if relevant else ANSWER_FALSE
             return 200, _completion(answer, [answer], [_answer_top(p_true)], "length", None)
-        words = _WORD.findall(match["query"].lower())
+        words = _WORD.findall(query.lower())
         reasoning = (
             f"The query asks about {' '.join(words[:6]) or 'nothing'}. "
             f"I compare its words with the passage. "
-            f"The passage {'covers' if p_true >= 0.5 else 'does not cover'} them."
+            f"The passage {'covers' if relevant else 'does not cover'} them."
         )
         tokens = [w if i == 0 else " " + w for i, w in enumerate(reasoning.split(" "))]
         tops: list[dict[str, float]] = [{t: -0.01} for t in tokens]
         if len(tokens) + 2 > max_tokens:  # out of budget: cut, no answer
             cut = tokens[:max_tokens]
             return 200, _completion("".join(cut), cut, tops[: len(cut)], "length", None)
-        answer = ANSWER_TRUE if p_true >= 0.5 else ANSWER_FALSE
+        answer = ANSWER_TRUE if relevant else ANSWER_FALSE
         stop = THINK_END + answer
         tokens += ["\n", THINK_END, answer]
         tops += [{"\n": -0.01}, {THINK_END: -0.01}, _answer_top(p_true)]
@@ -146,7 +157,7 @@ class _Server(ThreadingHTTPServer):
     def chat(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         messages = body.get("messages") or []
         content = messages[-1].get("content", "") if messages else ""
-        status, completion = self.completion({**body, "prompt": content + "\n<think>"})
+        status, completion = self.completion({**body, "prompt": content + "\n" + THINK_START})
         if status != 200:
             return status, completion
         choice = completion["choices"][0]

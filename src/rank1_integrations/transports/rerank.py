@@ -13,11 +13,12 @@ rank1: their results lack ``source`` and are refused with a clear error.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+
+from pydantic import ValidationError
 
 from ..errors import NoVerdictError, Rank1Error
 from ..judgment import Judgment
-from ..protocol import VerdictSource, is_relevant
+from ..wire import RerankDocument, RerankRequest, RerankResult
 from .base import BatchTransport, JudgeCall
 from .sdk import Sdk
 
@@ -46,51 +47,36 @@ class RerankTransport(BatchTransport):
                 first.query, first.instruction, first.max_reasoning_tokens
             ):
                 raise ValueError("one /rerank request holds the passages of a single query")
-        documents: list[str | dict[str, str]] = [
-            {"text": c.passage, "title": c.title} if c.title is not None else c.passage
-            for c in calls
-        ]
-        body: dict[str, Any] = {
-            "model": self.model,
-            "query": first.query,
-            "documents": documents,
-            "return_documents": False,
-            "max_reasoning_tokens": first.max_reasoning_tokens,
-        }
-        if first.instruction:
-            body["instruction"] = first.instruction
+        request = RerankRequest(
+            model=self.model,
+            query=first.query,
+            documents=[
+                RerankDocument(text=c.passage, title=c.title) if c.title is not None else c.passage
+                for c in calls
+            ],
+            return_documents=False,
+            instruction=first.instruction or None,
+            max_reasoning_tokens=first.max_reasoning_tokens,
+        )
+        body = request.model_dump(exclude_none=True)
         response = await self.sdk.post("/rerank", body)
         results = response.get("results") if isinstance(response, dict) else None
         if not isinstance(results, list):
             raise Rank1Error(f"the /rerank response has no results: {str(response)[:200]}")
-        by_index: dict[int, dict[str, Any]] = {}
+        by_index: dict[int, RerankResult] = {}
         for item in results:
-            by_index[int(item["index"])] = item
+            try:
+                result = RerankResult.model_validate(item)
+            except ValidationError as exc:
+                raise Rank1Error(
+                    f"a /rerank result is not in the rerank shape: {str(item)[:200]} ({exc})"
+                ) from exc
+            by_index[result.index] = result
         out = []
         for position, call in enumerate(calls):
-            item = by_index.get(position)
-            if item is None:
+            found = by_index.get(position)
+            if found is None:
                 raise NoVerdictError(f"the /rerank response has no result for document {position}")
-            out.append(_judgment(call, item))
+            out.append(found.to_judgment(call.index, truncated=call.truncated))
         return out
 
-
-def _judgment(call: JudgeCall, item: dict[str, Any]) -> Judgment:
-    source = item.get("source")
-    if source is None:
-        raise Rank1Error(
-            "this /rerank endpoint is not rank1-server's (its results carry no rank1 "
-            "'source'); use mode='completions' for other hosts"
-        )
-    score = float(item["relevance_score"])
-    relevant = item.get("relevant")
-    return Judgment(
-        index=call.index,
-        relevant=bool(relevant) if relevant is not None else is_relevant(score),
-        score=score,
-        reasoning=item.get("reasoning") or "",
-        source=VerdictSource(source),
-        score_estimated=bool(item.get("score_estimated", False)),
-        reasoning_tokens=int(item.get("reasoning_tokens") or 0),
-        truncated=call.truncated or bool(item.get("truncated", False)),
-    )

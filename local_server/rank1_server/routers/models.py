@@ -1,0 +1,49 @@
+"""``GET /health`` (503 while loading), ``GET /metrics`` (Prometheus) and ``GET /v1/models``
+(``max_model_len``: one slot's context, as vLLM publishes it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+
+from ..deps import State, require_key
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+@router.get("/health")
+async def health(state: State) -> JSONResponse:
+    if state.engine is None:
+        status = "error" if state.load_error else "loading"
+        body: dict[str, Any] = {"status": status}
+        if state.load_error:
+            body["message"] = state.load_error
+        return JSONResponse(body, status_code=503)
+    engine = state.engine
+    if engine.crashed:
+        return JSONResponse({"status": "error", "message": f"engine crashed: {engine.crashed}"},
+                            status_code=503)
+    return JSONResponse({
+        "status": "ok", "model": state.model_name, "slots": engine.n_slots,
+        "busy_slots": engine.busy_slots, "queue_depth": engine.queue_depth,
+        "n_ctx_per_slot": engine.n_ctx_per_slot, "rerank": state.judge is not None,
+    })
+
+
+@router.get("/metrics")
+async def metrics(state: State) -> Response:
+    body, content_type = state.metrics.render()
+    return Response(body, media_type=content_type)
+
+
+@router.get("/v1/models", dependencies=[Depends(require_key)])
+async def models(state: State) -> dict[str, Any]:
+    engine = state.ready()
+    return {"object": "list", "data": [{
+        "id": state.model_name, "object": "model", "created": state.started,
+        "owned_by": "rank1-server", "max_model_len": engine.n_ctx_per_slot,
+    }]}

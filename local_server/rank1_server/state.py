@@ -1,0 +1,82 @@
+"""The server's state: the loaded model, engine and rank1 judge, kept on
+``app.state.rank1`` for the routers (:func:`~rank1_server.deps.get_state`)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from rank1_integrations.protocol import THINK_START
+
+from .backend import LlamaContext, LlamaModel
+from .config import ServerConfig
+from .engine import Engine
+from .errors import ApiError
+from .metrics import Metrics
+from .rank1 import Rank1Judge, Rank1Vocab, VocabularyError
+
+__all__ = ["ServerState"]
+
+log = logging.getLogger("rank1_server")
+
+
+class ServerState:
+    """The loaded model, engine and rank1 judge (None while loading)."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.model_name = config.served_name()
+        self.engine: Engine | None = None
+        self.judge: Rank1Judge | None = None
+        self.rank1_error: str | None = None
+        self.load_error: str | None = None
+        self.chat_template: str | None = None
+        self.think_start_special = False
+        self.metrics = Metrics(lambda: self.engine)
+        self.started = int(time.time())
+        #: Called when the model fails to load (the CLI stops the server with it).
+        self.on_load_error: Callable[[], None] | None = None
+
+    def load(self) -> None:
+        """Load the model and start the engine (blocking: run it in a thread)."""
+        cfg = self.config
+        model = LlamaModel.load(
+            cfg.model_path, n_gpu_layers=cfg.n_gpu_layers, repack=cfg.repack
+        )
+        try:
+            n_ctx = cfg.n_ctx or min(model.n_ctx_train or 4096, 4096)
+            ctx = LlamaContext(
+                model, n_seq=cfg.parallel, n_ctx_per_seq=n_ctx, n_batch=cfg.batch_size,
+                n_threads=cfg.threads, kv_unified=cfg.kv_unified, flash_attn=cfg.flash_attn,
+            )
+        except BaseException:
+            model.close()
+            raise
+        engine = Engine(model, ctx, max_queue=cfg.max_queue)
+        try:
+            vocab = Rank1Vocab.lookup(model)
+            self.judge = Rank1Judge(
+                engine, vocab, on_judgment=self.metrics.judgment_seconds.observe
+            )
+        except VocabularyError as exc:
+            self.rank1_error = str(exc)
+            log.warning("/v1/rerank disabled: %s", exc)
+        self.chat_template = model.chat_template()
+        self.think_start_special = len(model.tokenize(THINK_START, parse_special=True)) == 1
+        engine.start()
+        self.engine = engine
+        log.info(
+            "serving %s: %d slots x %d tokens, %d GPU layers, %d threads, repacking %s",
+            self.model_name, cfg.parallel, n_ctx, model.n_gpu_layers, ctx.n_threads,
+            "on" if cfg.repack else "off",
+        )
+
+    def ready(self) -> Engine:
+        if self.engine is None:
+            if self.load_error:
+                raise ApiError(503, f"the model failed to load: {self.load_error}",
+                               type="service_unavailable", code="model_load_failed")
+            raise ApiError(503, "the model is still loading", type="service_unavailable",
+                           code="model_loading", headers={"Retry-After": "1"})
+        return self.engine

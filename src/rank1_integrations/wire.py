@@ -1,0 +1,150 @@
+"""The ``/v1/rerank`` wire format, written once: what the client sends and reads, and
+what ``rank1-server`` validates and answers.
+
+The shape is Jina's / Cohere v2's (``query``, ``documents``, ``top_n``,
+``return_documents``; results with ``index`` and ``relevance_score``) plus rank1's own
+options (``instruction``, ``max_reasoning_tokens``) and result fields (``relevant``,
+``reasoning``, ``source``, ``score_estimated``, ``truncated``, ``reasoning_tokens``,
+``reasoning_budget``). Unknown fields are ignored, as vLLM does.
+
+Both sides convert through here: the server with :meth:`RerankResult.from_judgment`, the
+client with :meth:`RerankResult.to_judgment`. (The server package imports this module; the
+client package never imports the server.)
+
+Usage::
+
+    item = RerankResult.from_judgment(judgment, reasoning_budget=2048)
+    item.to_judgment(index=0, truncated=False) == judgment   # for a server judgment
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .errors import Rank1Error
+from .judgment import Judgment
+from .protocol import VerdictSource, is_relevant
+
+__all__ = [
+    "RerankDocument",
+    "RerankRequest",
+    "RerankResponse",
+    "RerankResult",
+    "RerankUsage",
+]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class RerankDocument(_Wire):
+    """A document given as an object (a plain string is a document too)."""
+
+    text: str
+    title: str | None = None
+
+
+class RerankRequest(_Wire):
+    """``POST /v1/rerank``: the Jina / Cohere v2 shape plus rank1's options."""
+
+    model: str | None = None
+    query: str = Field(min_length=1)
+    documents: list[str | RerankDocument]
+    top_n: int | None = Field(default=None, ge=0)
+    return_documents: bool = True
+    #: Relevance definition: text appended to the query, or a template with ``{query}``.
+    instruction: str | None = None
+    #: Most tokens rank1 may spend reasoning per document (server default if omitted).
+    max_reasoning_tokens: int | None = Field(default=None, ge=1)
+
+    @field_validator("query")
+    @classmethod
+    def _query_not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("query must not be blank")
+        return v
+
+
+class RerankResult(_Wire):
+    """One document's result. The rank1 fields are optional so that another host's
+    ``/rerank`` answer still parses, and is then refused by :meth:`to_judgment`."""
+
+    index: int
+    relevance_score: float
+    relevant: bool | None = None
+    reasoning: str | None = None
+    #: How the verdict was obtained (a :class:`~.protocol.VerdictSource` value); only
+    #: rank1-server writes it.
+    source: str | None = None
+    score_estimated: bool | None = None
+    #: True when the server cut the passage to fit its context.
+    truncated: bool | None = None
+    reasoning_tokens: int | None = None
+    #: The reasoning budget the document ran with, after fitting the server's context.
+    reasoning_budget: int | None = None
+    #: Only with ``return_documents``.
+    document: RerankDocument | None = None
+
+    @classmethod
+    def from_judgment(
+        cls, judgment: Judgment, *, reasoning_budget: int, document: RerankDocument | None = None
+    ) -> RerankResult:
+        """The server's result for one judgment (``document`` when the request asked for
+        documents back)."""
+        fields = {
+            "index": judgment.index,
+            "relevance_score": judgment.score,
+            "relevant": judgment.relevant,
+            "reasoning": judgment.reasoning,
+            "source": judgment.source.value if judgment.source else None,
+            "score_estimated": judgment.score_estimated,
+            "truncated": judgment.truncated,
+            "reasoning_tokens": judgment.reasoning_tokens,
+            "reasoning_budget": reasoning_budget,
+        }
+        if document is not None:
+            fields["document"] = document
+        return cls(**fields)
+
+    def wire(self) -> dict[str, object]:
+        """The JSON object written on the wire (``document`` only when set)."""
+        return self.model_dump(exclude_unset=True)
+
+    def to_judgment(self, index: int, *, truncated: bool = False) -> Judgment:
+        """The client's judgment for the passage at ``index`` of its input; ``truncated``
+        says the client cut the passage (the server's cut is added to it).
+
+        Raises :class:`~.errors.Rank1Error` for a result without rank1's ``source``: it
+        came from another host's ``/rerank`` (a classifier reranker, not rank1)."""
+        if self.source is None:
+            raise Rank1Error(
+                "this /rerank endpoint is not rank1-server's (its results carry no rank1 "
+                "'source'); use mode='completions' for other hosts"
+            )
+        score = float(self.relevance_score)
+        return Judgment(
+            index=index,
+            relevant=self.relevant if self.relevant is not None else is_relevant(score),
+            score=score,
+            reasoning=self.reasoning or "",
+            source=VerdictSource(self.source),
+            score_estimated=bool(self.score_estimated),
+            reasoning_tokens=self.reasoning_tokens or 0,
+            truncated=truncated or bool(self.truncated),
+        )
+
+
+class RerankUsage(_Wire):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+class RerankResponse(_Wire):
+    """The answer to ``POST /v1/rerank``: results best first (``top_n`` of them)."""
+
+    id: str | None = None
+    model: str | None = None
+    results: list[RerankResult]
+    usage: RerankUsage | None = None
