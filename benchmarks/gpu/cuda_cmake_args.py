@@ -73,8 +73,10 @@ def main() -> int:
                       if line.strip().startswith("libcuda.so")]
         except OSError:
             pass
-        driver += find(["/usr/local/nvidia/lib64/libcuda.so*", "/usr/local/nvidia/lib/libcuda.so*",
-                        "/usr/lib/x86_64-linux-gnu/libcuda.so*", "/usr/lib64/libcuda.so*"])
+        dirs = [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d]
+        dirs += ["/usr/local/nvidia/lib64", "/usr/local/nvidia/lib", "/usr/lib/x86_64-linux-gnu",
+                 "/usr/lib64", "/usr/lib/wsl/lib"]
+        driver += find([f"{d}/libcuda.so*" for d in dirs])
         driver = [d for d in driver if os.path.isfile(d)]
         if driver:
             args.append(f"-DCUDA_cuda_driver_LIBRARY={driver[0]}")

@@ -21,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 HERE=benchmarks/gpu
 VENDOR=$HERE/.vendor
-WORK=$HERE/.work
+WORK=$PWD/$HERE/.work
 PY=${PYTHON:-python3}
 ARCH=${CUDA_ARCH:-90}
 JOBS=${JOBS:-$(nproc)}
@@ -33,7 +33,7 @@ fi
 SDIST=$WORK/$(basename "$TARBALL" -min.tar.gz)
 BUILD=$WORK/build-cuda$ARCH
 SITE=$WORK/site
-export PYTHONPATH="$SITE:$SDIST:src:local_server${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$SITE:$SDIST:$PWD/src:$PWD/local_server${PYTHONPATH:+:$PYTHONPATH}"
 export LLAMA_CPP_LIB_PATH="$BUILD/bin"
 mkdir -p "$WORK"
 if [ -f "$WORK/cuda-libdirs.txt" ]; then
