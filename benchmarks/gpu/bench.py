@@ -177,15 +177,7 @@ def rank1_server_command(args: argparse.Namespace, model: Path, port: int) -> li
            "--batch-size", "512", "--max-reasoning-tokens", str(args.budget),
            "--log-level", "warning"]
     if args.cpu:
-        sys.path.insert(0, str(ROOT / "local_server"))
-        from rank1_server.cli import build_parser
-
-        if any("--no-repack" in a.option_strings for a in build_parser()._actions):
-            cmd.append("--no-repack")
-        else:
-            # rank1-server without --no-repack: the same through a wrapper that turns
-            # llama.cpp's repacking off (the AMX trap of sandboxed CPUs; see README).
-            cmd[1:3] = [str(HERE / "no_repack.py")]
+        cmd.append("--no-repack")  # the AMX trap of sandboxed CPUs (see README)
     return cmd
 
 
