@@ -80,7 +80,12 @@ def test_completions_client_fits_the_budget_and_finds_the_answer_ids(
     by_index = {item["index"]: item for item in rerank}
     for j in judgments:
         assert j.ok and j.source is VerdictSource.FORCED_ANSWER and not j.score_estimated
-        assert j.score == pytest.approx(by_index[j.index]["relevance_score"], abs=1e-3)
+        # Two decode paths of the same tokens (one request per judgment, then /v1/rerank
+        # on a prompt cache the first run filled): on Q4_1 weights another batch shape
+        # moves P(true) by up to ~1e-2 (tests/real holds each path to llama.cpp's logits
+        # exactly). Reading the wrong ids or a top-20 estimate would be far off.
+        assert j.score == pytest.approx(by_index[j.index]["relevance_score"], abs=2e-2)
+        assert j.relevant == by_index[j.index]["relevant"]
 
 
 def test_completions_client_reads_forced_answers_with_discovered_ids(
