@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from rank1_integrations.judgment import Judgment
+from rank1_integrations.passage import Passage
 from rank1_integrations.protocol import (
     ANSWER_FALSE,
     ANSWER_TRUE,
@@ -101,12 +102,8 @@ class Rank1Vocab:
         return cls(think_end=think_end, true_id=ids[ANSWER_TRUE], false_id=ids[ANSWER_FALSE])
 
 
-@dataclass(frozen=True)
-class Document:
-    """One passage to judge."""
-
-    text: str
-    title: str | None = None
+#: One passage to judge: the client package's one passage type.
+Document = Passage
 
 
 @dataclass(frozen=True)
