@@ -100,6 +100,19 @@ class Rank1Client:
             silently wrong.
         client: an ``openai.AsyncOpenAI`` / ``openai.OpenAI`` to use as is, or an
             ``httpx.AsyncClient`` / ``httpx.Client`` to build one on.
+        max_requests_per_minute: a hosted endpoint's request rate limit: each HTTP
+            request (retries included) waits until it fits, instead of drawing a 429.
+            At most this many go out in any 60 seconds, evenly spread (per event loop).
+        max_tokens_per_minute: the same for tokens, each request counted at an upper
+            bound of what it may cost (its JSON body's UTF-8 bytes plus its
+            ``max_tokens``, see :func:`~.transports.sdk.token_estimate`); one request
+            may take at most half of it.
+
+    A client pickles (e.g. inside a LangChain reranker, after use): its settings travel;
+    its HTTP session, event loops and in-memory cache do not (the copy makes new ones,
+    lazily); nor does its API key, which is never written out: the copy takes
+    ``RANK1_API_KEY`` (or ``"EMPTY"``), so set that variable where it is unpickled. A
+    client on an injected HTTP client (``client=``) does not pickle (TypeError).
     """
 
     def __init__(
@@ -121,6 +134,8 @@ class Rank1Client:
         client: InjectedClient | None = None,
         retry_backoff: float = DEFAULTS.retry_backoff,
         allow_text_only: bool = DEFAULTS.allow_text_only,
+        max_requests_per_minute: int | None = DEFAULTS.max_requests_per_minute,
+        max_tokens_per_minute: int | None = DEFAULTS.max_tokens_per_minute,
     ) -> None:
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
@@ -132,6 +147,12 @@ class Rank1Client:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries!r}")
+        for name, limit in (("max_requests_per_minute", max_requests_per_minute),
+                            ("max_tokens_per_minute", max_tokens_per_minute)):
+            if limit is not None and (
+                not isinstance(limit, int) or isinstance(limit, bool) or limit < 1
+            ):
+                raise ValueError(f"{name} must be a positive integer or None, got {limit!r}")
         #: The settings in use (checked above, the environment's applied); as given,
         #: not validated again.
         self.settings = ClientSettings.model_construct(
@@ -142,7 +163,8 @@ class Rank1Client:
             concurrency=concurrency, timeout=timeout, max_retries=max_retries,
             on_error=on_error, max_passage_chars=max_passage_chars,
             answer_token_ids=answer_token_ids, retry_backoff=retry_backoff,
-            allow_text_only=allow_text_only,
+            allow_text_only=allow_text_only, max_requests_per_minute=max_requests_per_minute,
+            max_tokens_per_minute=max_tokens_per_minute,
         )
         self.base_url = self.settings.base_url
         self.api_key = self.settings.api_key
@@ -158,6 +180,8 @@ class Rank1Client:
         self.answer_token_ids = answer_token_ids
         self.retry_backoff = retry_backoff
         self.allow_text_only = allow_text_only
+        self.max_requests_per_minute = max_requests_per_minute
+        self.max_tokens_per_minute = max_tokens_per_minute
         if cache is True:
             cache = MemoryCache()
         # not ``cache or None``: an empty MemoryCache has len() 0, so it is falsy
@@ -166,6 +190,8 @@ class Rank1Client:
         self._session = HttpSession(
             self, base_url=self.base_url, api_key=self.api_key, timeout=timeout,
             concurrency=concurrency, client=client,
+            max_requests_per_minute=max_requests_per_minute,
+            max_tokens_per_minute=max_tokens_per_minute,
         )
         self._sdk = Sdk(self._session, retry=self._retry)
         self.transport: Transport = self._make_transport(self._sdk)
@@ -421,6 +447,31 @@ class Rank1Client:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a pickle holds: the settings in use, without the API key (see the class
+        docstring), and the cache unless it is the in-memory one (a new one replaces it)."""
+        if self._session._injected is not None:
+            raise TypeError(
+                "a Rank1Client built on an injected HTTP client (client=...) cannot be "
+                "pickled: the HTTP client is the caller's; pickle one built from its settings"
+            )
+        settings = {
+            name: getattr(self, name, getattr(self.settings, name))
+            for name in type(self.settings).model_fields if name != "api_key"
+        }
+        cache: Any = self.cache
+        if isinstance(cache, MemoryCache):  # holds a lock; the copy starts empty
+            return {"settings": settings, "memory_cache": cache.maxsize}
+        return {"settings": settings, "cache": cache}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Rebuild from :meth:`__getstate__`'s settings: new session, loops and cache;
+        the API key from ``RANK1_API_KEY``."""
+        cache = (
+            MemoryCache(state["memory_cache"]) if "memory_cache" in state else state["cache"]
+        )
+        self.__init__(**state["settings"], cache=cache)  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return f"Rank1Client(base_url={self.base_url!r}, model={self.model!r}, mode={self.mode!r})"
