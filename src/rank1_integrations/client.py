@@ -215,7 +215,7 @@ class Rank1Client:
         return self._session.run(coro)
 
     def _call(self, index: int, query: str, passage: PassageInput,
-              instruction: str | None) -> JudgeCall:
+              instruction: str | None, max_reasoning_tokens: int | None = None) -> JudgeCall:
         fitted, truncated = fit_passage(
             _passage_of(index, passage), max_chars=self.max_passage_chars
         )
@@ -224,7 +224,11 @@ class Rank1Client:
         return JudgeCall(
             index=index, query=query, passage=text, title=title, instruction=instruction,
             prompt=build_prompt(query, text, title=title, instruction=instruction),
-            truncated=truncated, max_reasoning_tokens=self.max_reasoning_tokens,
+            truncated=truncated,
+            max_reasoning_tokens=(
+                self.max_reasoning_tokens if max_reasoning_tokens is None
+                else max_reasoning_tokens
+            ),
         )
 
     def _key(self, call: JudgeCall) -> str:
@@ -362,23 +366,29 @@ class Rank1Client:
 
     async def ajudge(
         self, query: str, passage: PassageInput, *, title: str | None = None,
-        instruction: str | None = None,
+        instruction: str | None = None, max_reasoning_tokens: int | None = None,
     ) -> Judgment:
-        """Judge one pair. Raises :class:`JudgmentError` when it fails after retries."""
+        """Judge one pair. Raises :class:`JudgmentError` when it fails after retries.
+
+        ``instruction`` and ``max_reasoning_tokens`` override the client's for this call."""
         _check_query(query)
+        _check_budget(max_reasoning_tokens)
         if title is not None:
             passage = Passage(_passage_of(0, passage).text, title)
-        call = self._call(0, query, passage, instruction)
+        call = self._call(0, query, passage, instruction, max_reasoning_tokens)
         self._session.check_loop()  # an injected async client on a foreign loop fails here
         (judgment,) = await self._judge_unit([call], "raise", None, shared=False)
         return judgment  # type: ignore[return-value]  # under "raise", never a failure
 
     def judge(
         self, query: str, passage: PassageInput, *, title: str | None = None,
-        instruction: str | None = None,
+        instruction: str | None = None, max_reasoning_tokens: int | None = None,
     ) -> Judgment:
         """Sync twin of :meth:`ajudge`."""
-        return self._run(self.ajudge(query, passage, title=title, instruction=instruction))
+        return self._run(self.ajudge(
+            query, passage, title=title, instruction=instruction,
+            max_reasoning_tokens=max_reasoning_tokens,
+        ))
 
     async def arerank(
         self,
@@ -388,13 +398,16 @@ class Rank1Client:
         on_error: OnError | None = None,
         instruction: str | None = None,
         on_judgment: Callable[[Judgment], None] | None = None,
+        max_reasoning_tokens: int | None = None,
     ) -> list[Judgment]:
         """Judge every passage concurrently; judgments come back in input order.
 
         ``on_judgment`` is called with each judgment (failed ones under ``"keep"``
-        included) as it completes, e.g. to drive a progress bar.
+        included) as it completes, e.g. to drive a progress bar. ``instruction`` and
+        ``max_reasoning_tokens`` override the client's for this call.
         """
         _check_query(query)
+        _check_budget(max_reasoning_tokens)
         policy = on_error or self.on_error
         if policy not in _ON_ERROR:
             raise ValueError(f"on_error must be one of {_ON_ERROR}, got {policy!r}")
@@ -402,7 +415,10 @@ class Rank1Client:
             raise TypeError(
                 f"passages must be a sequence of strings or mappings, got {type(passages).__name__}"
             )
-        calls = [self._call(i, query, p, instruction) for i, p in enumerate(passages)]
+        calls = [
+            self._call(i, query, p, instruction, max_reasoning_tokens)
+            for i, p in enumerate(passages)
+        ]
         if not calls:
             return []
         self._session.check_loop()  # an injected async client on a foreign loop fails here
@@ -417,10 +433,12 @@ class Rank1Client:
         on_error: OnError | None = None,
         instruction: str | None = None,
         on_judgment: Callable[[Judgment], None] | None = None,
+        max_reasoning_tokens: int | None = None,
     ) -> list[Judgment]:
         """Sync twin of :meth:`arerank` (still concurrent: it runs on a background loop)."""
         return self._run(self.arerank(
-            query, passages, on_error=on_error, instruction=instruction, on_judgment=on_judgment
+            query, passages, on_error=on_error, instruction=instruction, on_judgment=on_judgment,
+            max_reasoning_tokens=max_reasoning_tokens,
         ))
 
     # ------------------------------------------------------------------ lifecycle
@@ -503,6 +521,17 @@ def _unencodable(call: JudgeCall) -> JudgmentError | None:
                 "that UTF-8 cannot encode, so it cannot be sent",
             )
     return JudgmentError(call.index, "its prompt holds a lone surrogate that UTF-8 cannot encode")
+
+
+def _check_budget(max_reasoning_tokens: object) -> None:
+    """A per-call ``max_reasoning_tokens``: None (the client's) or a positive integer."""
+    if max_reasoning_tokens is not None and (
+        not isinstance(max_reasoning_tokens, int) or isinstance(max_reasoning_tokens, bool)
+        or max_reasoning_tokens < 1
+    ):
+        raise ValueError(
+            f"max_reasoning_tokens must be a positive integer, got {max_reasoning_tokens!r}"
+        )
 
 
 def _check_query(query: object) -> None:
