@@ -483,6 +483,20 @@ class Rank1Client:
             return {"settings": settings, "memory_cache": cache.maxsize}
         return {"settings": settings, "cache": cache}
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Rank1Client:
+        """A copy in this process (e.g. a framework's deep copy of a reranker): like the
+        pickle's, with new session, loops and in-memory cache, but the API key kept (it is
+        not written out)."""
+        state = self.__getstate__()
+        state["settings"]["api_key"] = self.api_key
+        copy = type(self).__new__(type(self))
+        copy.__setstate__(state)
+        memo[id(self)] = copy
+        return copy
+
+    def __copy__(self) -> Rank1Client:
+        return self.__deepcopy__({})
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Rebuild from :meth:`__getstate__`'s settings: new session, loops and cache;
         the API key from ``RANK1_API_KEY``."""

@@ -23,6 +23,7 @@ from rank1_integrations.transports.sdk import token_estimate
 
 WINDOW = 0.6  # seconds standing in for the minute
 QUERY = "what makes ocean tides rise"
+SECRET_KEY = "sk-very-secret-key"
 PASSAGES = [f"Ocean tides rise, note {i}." for i in range(6)]
 
 
@@ -204,3 +205,15 @@ def test_client_on_an_injected_http_client_does_not_pickle() -> None:
             pickle.dumps(Rank1Client(client=http))
     finally:
         http.close()
+
+
+def test_a_copied_client_keeps_its_key_and_works(server: FakeRank1Server) -> None:
+    import copy
+
+    client = Rank1Client(base_url=server.base_url, model="fake-rank1", api_key=SECRET_KEY)
+    client.rerank(QUERY, PASSAGES[:1])
+    for twin in (copy.deepcopy(client), copy.copy(client)):
+        assert twin.api_key == SECRET_KEY and twin._session is not client._session
+        assert twin.rerank(QUERY, PASSAGES[:1])[0].score is not None
+        twin.close()
+    client.close()
