@@ -23,10 +23,12 @@ The rules, written once:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
@@ -57,7 +59,13 @@ ERROR_KEY = "rank1_error"
 #: defaults and descriptions are :class:`~rank1_integrations.settings.ClientSettings`').
 _CLIENT_SETTINGS = (
     "base_url", "api_key", "model", "mode", "max_reasoning_tokens", "concurrency",
-    "timeout", "max_retries",
+    "timeout", "max_retries", "max_requests_per_minute", "max_tokens_per_minute",
+)
+#: The options a call may override (see :meth:`RerankSettings.call_options`).
+_CALL_OPTIONS = ("instruction", "max_reasoning_tokens")
+#: Per-call options in force, by reranker (``id``): set by ``call_options``.
+_IN_FORCE: contextvars.ContextVar[dict[int, dict[str, Any]] | None] = contextvars.ContextVar(
+    "rank1_call_options", default=None
 )
 _about = ClientSettings.description
 
@@ -94,7 +102,8 @@ class RerankSettings(BaseModel):
     )
     base_url: str | None = Field(default=None, description=_about("base_url"))
     api_key: SecretStr | None = Field(
-        default_factory=_api_key_from_env, description=_about("api_key")
+        # never written out: not by model_dump/to_dict, not by pickle (see __getstate__)
+        default_factory=_api_key_from_env, exclude=True, description=_about("api_key")
     )
     model: str | None = Field(default=None, description=_about("model"))
     mode: Mode | None = Field(default=None, description=_about("mode"))
@@ -104,6 +113,12 @@ class RerankSettings(BaseModel):
     concurrency: int | None = Field(default=None, description=_about("concurrency"))
     timeout: float | None = Field(default=None, description=_about("timeout"))
     max_retries: int | None = Field(default=None, description=_about("max_retries"))
+    max_requests_per_minute: int | None = Field(
+        default=None, description=_about("max_requests_per_minute")
+    )
+    max_tokens_per_minute: int | None = Field(
+        default=None, description=_about("max_tokens_per_minute")
+    )
 
     top_n: int | None = Field(
         default=None, description="Keep at most this many (None: all); must be >= 1."
@@ -165,6 +180,53 @@ class RerankSettings(BaseModel):
                 self._own_client = Rank1Client(**options)
             return self._own_client
 
+    def __getstate__(self) -> dict[str, Any]:
+        """The pickle: the settings without the API key and without the client this
+        reranker built (rebuilt on first use); the key comes back from ``RANK1_API_KEY``.
+        A ``client`` you passed pickles as :class:`Rank1Client` does (without its key)."""
+        state = super().__getstate__()
+        state["__dict__"] = {k: v for k, v in state["__dict__"].items() if k != "api_key"}
+        private = state.get("__pydantic_private__")
+        if private:
+            state["__pydantic_private__"] = {**private, "_own_client": None}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if "api_key" not in self.__dict__:  # pydantic's own __setstate__: not re-validated
+            self.__dict__["api_key"] = _api_key_from_env()
+
+    @contextlib.contextmanager
+    def call_options(
+        self, *, instruction: str | None = None, max_reasoning_tokens: int | None = None
+    ) -> Iterator[None]:
+        """Override ``instruction`` and/or ``max_reasoning_tokens`` for the calls made
+        inside the ``with`` block (this reranker's only), through whatever pipeline calls
+        it: the option travels in a context variable, so it reaches sync calls, async
+        tasks and the worker threads frameworks start (they copy the context)."""
+        given = {"instruction": instruction, "max_reasoning_tokens": max_reasoning_tokens}
+        given = {k: v for k, v in given.items() if v is not None}
+        if "max_reasoning_tokens" in given:
+            budget = given["max_reasoning_tokens"]
+            if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
+                raise ValueError(
+                    f"max_reasoning_tokens must be a positive integer, got {budget!r}"
+                )
+        outer = _IN_FORCE.get() or {}
+        token = _IN_FORCE.set({**outer, id(self): {**outer.get(id(self), {}), **given}})
+        try:
+            yield
+        finally:
+            _IN_FORCE.reset(token)
+
+    def _call_options(self, **given: Any) -> dict[str, Any]:
+        """The options of one call: the instance's, then ``call_options``' in force, then
+        those passed to the call itself (``None``: not given)."""
+        options = {name: getattr(self, name) for name in _CALL_OPTIONS}
+        options.update((_IN_FORCE.get() or {}).get(id(self), {}))
+        options.update({k: v for k, v in given.items() if v is not None})
+        return options
+
     def close(self) -> None:
         """Close the client this reranker built (a ``client`` you passed is yours to close)."""
         if self._own_client is not None:
@@ -175,23 +237,29 @@ class RerankSettings(BaseModel):
         if self._own_client is not None:
             await self._own_client.aclose()
 
-    def judge_all(self, query: str, passages: Sequence[PassageInput]) -> list[Judgment]:
+    def judge_all(
+        self, query: str, passages: Sequence[PassageInput], **options: Any
+    ) -> list[Judgment]:
         """Judge every passage (input order, failures as ``on_error`` says); an empty
-        input gives ``[]`` without a request. A bad query raises before anything else."""
+        input gives ``[]`` without a request. A bad query raises before anything else.
+        ``options`` (``instruction``, ``max_reasoning_tokens``; ``None``: not given)
+        override the instance's and :meth:`call_options`'."""
         _check_query(query)
         if not passages:
             return []
         return self.rank1_client.rerank(
-            query, passages, on_error=self.on_error, instruction=self.instruction
+            query, passages, on_error=self.on_error, **self._call_options(**options)
         )
 
-    async def ajudge_all(self, query: str, passages: Sequence[PassageInput]) -> list[Judgment]:
+    async def ajudge_all(
+        self, query: str, passages: Sequence[PassageInput], **options: Any
+    ) -> list[Judgment]:
         """Async twin of :meth:`judge_all` (concurrent, on the running loop)."""
         _check_query(query)
         if not passages:
             return []
         return await self.rank1_client.arerank(
-            query, passages, on_error=self.on_error, instruction=self.instruction
+            query, passages, on_error=self.on_error, **self._call_options(**options)
         )
 
 

@@ -100,6 +100,19 @@ class Rank1Client:
             silently wrong.
         client: an ``openai.AsyncOpenAI`` / ``openai.OpenAI`` to use as is, or an
             ``httpx.AsyncClient`` / ``httpx.Client`` to build one on.
+        max_requests_per_minute: a hosted endpoint's request rate limit: each HTTP
+            request (retries included) waits until it fits, instead of drawing a 429.
+            At most this many go out in any 60 seconds, evenly spread (per event loop).
+        max_tokens_per_minute: the same for tokens, each request counted at an upper
+            bound of what it may cost (its JSON body's UTF-8 bytes plus its
+            ``max_tokens``, see :func:`~.transports.sdk.token_estimate`); one request
+            may take at most half of it.
+
+    A client pickles (e.g. inside a LangChain reranker, after use): its settings travel;
+    its HTTP session, event loops and in-memory cache do not (the copy makes new ones,
+    lazily); nor does its API key, which is never written out: the copy takes
+    ``RANK1_API_KEY`` (or ``"EMPTY"``), so set that variable where it is unpickled. A
+    client on an injected HTTP client (``client=``) does not pickle (TypeError).
     """
 
     def __init__(
@@ -121,6 +134,8 @@ class Rank1Client:
         client: InjectedClient | None = None,
         retry_backoff: float = DEFAULTS.retry_backoff,
         allow_text_only: bool = DEFAULTS.allow_text_only,
+        max_requests_per_minute: int | None = DEFAULTS.max_requests_per_minute,
+        max_tokens_per_minute: int | None = DEFAULTS.max_tokens_per_minute,
     ) -> None:
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
@@ -132,6 +147,12 @@ class Rank1Client:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries!r}")
+        for name, limit in (("max_requests_per_minute", max_requests_per_minute),
+                            ("max_tokens_per_minute", max_tokens_per_minute)):
+            if limit is not None and (
+                not isinstance(limit, int) or isinstance(limit, bool) or limit < 1
+            ):
+                raise ValueError(f"{name} must be a positive integer or None, got {limit!r}")
         #: The settings in use (checked above, the environment's applied); as given,
         #: not validated again.
         self.settings = ClientSettings.model_construct(
@@ -142,7 +163,8 @@ class Rank1Client:
             concurrency=concurrency, timeout=timeout, max_retries=max_retries,
             on_error=on_error, max_passage_chars=max_passage_chars,
             answer_token_ids=answer_token_ids, retry_backoff=retry_backoff,
-            allow_text_only=allow_text_only,
+            allow_text_only=allow_text_only, max_requests_per_minute=max_requests_per_minute,
+            max_tokens_per_minute=max_tokens_per_minute,
         )
         self.base_url = self.settings.base_url
         self.api_key = self.settings.api_key
@@ -158,6 +180,8 @@ class Rank1Client:
         self.answer_token_ids = answer_token_ids
         self.retry_backoff = retry_backoff
         self.allow_text_only = allow_text_only
+        self.max_requests_per_minute = max_requests_per_minute
+        self.max_tokens_per_minute = max_tokens_per_minute
         if cache is True:
             cache = MemoryCache()
         # not ``cache or None``: an empty MemoryCache has len() 0, so it is falsy
@@ -166,6 +190,8 @@ class Rank1Client:
         self._session = HttpSession(
             self, base_url=self.base_url, api_key=self.api_key, timeout=timeout,
             concurrency=concurrency, client=client,
+            max_requests_per_minute=max_requests_per_minute,
+            max_tokens_per_minute=max_tokens_per_minute,
         )
         self._sdk = Sdk(self._session, retry=self._retry)
         self.transport: Transport = self._make_transport(self._sdk)
@@ -189,7 +215,7 @@ class Rank1Client:
         return self._session.run(coro)
 
     def _call(self, index: int, query: str, passage: PassageInput,
-              instruction: str | None) -> JudgeCall:
+              instruction: str | None, max_reasoning_tokens: int | None = None) -> JudgeCall:
         fitted, truncated = fit_passage(
             _passage_of(index, passage), max_chars=self.max_passage_chars
         )
@@ -198,7 +224,11 @@ class Rank1Client:
         return JudgeCall(
             index=index, query=query, passage=text, title=title, instruction=instruction,
             prompt=build_prompt(query, text, title=title, instruction=instruction),
-            truncated=truncated, max_reasoning_tokens=self.max_reasoning_tokens,
+            truncated=truncated,
+            max_reasoning_tokens=(
+                self.max_reasoning_tokens if max_reasoning_tokens is None
+                else max_reasoning_tokens
+            ),
         )
 
     def _key(self, call: JudgeCall) -> str:
@@ -336,23 +366,29 @@ class Rank1Client:
 
     async def ajudge(
         self, query: str, passage: PassageInput, *, title: str | None = None,
-        instruction: str | None = None,
+        instruction: str | None = None, max_reasoning_tokens: int | None = None,
     ) -> Judgment:
-        """Judge one pair. Raises :class:`JudgmentError` when it fails after retries."""
+        """Judge one pair. Raises :class:`JudgmentError` when it fails after retries.
+
+        ``instruction`` and ``max_reasoning_tokens`` override the client's for this call."""
         _check_query(query)
+        _check_budget(max_reasoning_tokens)
         if title is not None:
             passage = Passage(_passage_of(0, passage).text, title)
-        call = self._call(0, query, passage, instruction)
+        call = self._call(0, query, passage, instruction, max_reasoning_tokens)
         self._session.check_loop()  # an injected async client on a foreign loop fails here
         (judgment,) = await self._judge_unit([call], "raise", None, shared=False)
         return judgment  # type: ignore[return-value]  # under "raise", never a failure
 
     def judge(
         self, query: str, passage: PassageInput, *, title: str | None = None,
-        instruction: str | None = None,
+        instruction: str | None = None, max_reasoning_tokens: int | None = None,
     ) -> Judgment:
         """Sync twin of :meth:`ajudge`."""
-        return self._run(self.ajudge(query, passage, title=title, instruction=instruction))
+        return self._run(self.ajudge(
+            query, passage, title=title, instruction=instruction,
+            max_reasoning_tokens=max_reasoning_tokens,
+        ))
 
     async def arerank(
         self,
@@ -362,13 +398,16 @@ class Rank1Client:
         on_error: OnError | None = None,
         instruction: str | None = None,
         on_judgment: Callable[[Judgment], None] | None = None,
+        max_reasoning_tokens: int | None = None,
     ) -> list[Judgment]:
         """Judge every passage concurrently; judgments come back in input order.
 
         ``on_judgment`` is called with each judgment (failed ones under ``"keep"``
-        included) as it completes, e.g. to drive a progress bar.
+        included) as it completes, e.g. to drive a progress bar. ``instruction`` and
+        ``max_reasoning_tokens`` override the client's for this call.
         """
         _check_query(query)
+        _check_budget(max_reasoning_tokens)
         policy = on_error or self.on_error
         if policy not in _ON_ERROR:
             raise ValueError(f"on_error must be one of {_ON_ERROR}, got {policy!r}")
@@ -376,7 +415,10 @@ class Rank1Client:
             raise TypeError(
                 f"passages must be a sequence of strings or mappings, got {type(passages).__name__}"
             )
-        calls = [self._call(i, query, p, instruction) for i, p in enumerate(passages)]
+        calls = [
+            self._call(i, query, p, instruction, max_reasoning_tokens)
+            for i, p in enumerate(passages)
+        ]
         if not calls:
             return []
         self._session.check_loop()  # an injected async client on a foreign loop fails here
@@ -391,10 +433,12 @@ class Rank1Client:
         on_error: OnError | None = None,
         instruction: str | None = None,
         on_judgment: Callable[[Judgment], None] | None = None,
+        max_reasoning_tokens: int | None = None,
     ) -> list[Judgment]:
         """Sync twin of :meth:`arerank` (still concurrent: it runs on a background loop)."""
         return self._run(self.arerank(
-            query, passages, on_error=on_error, instruction=instruction, on_judgment=on_judgment
+            query, passages, on_error=on_error, instruction=instruction, on_judgment=on_judgment,
+            max_reasoning_tokens=max_reasoning_tokens,
         ))
 
     # ------------------------------------------------------------------ lifecycle
@@ -421,6 +465,45 @@ class Rank1Client:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a pickle holds: the settings in use, without the API key (see the class
+        docstring), and the cache unless it is the in-memory one (a new one replaces it)."""
+        if self._session._injected is not None:
+            raise TypeError(
+                "a Rank1Client built on an injected HTTP client (client=...) cannot be "
+                "pickled: the HTTP client is the caller's; pickle one built from its settings"
+            )
+        settings = {
+            name: getattr(self, name, getattr(self.settings, name))
+            for name in type(self.settings).model_fields if name != "api_key"
+        }
+        cache: Any = self.cache
+        if isinstance(cache, MemoryCache):  # holds a lock; the copy starts empty
+            return {"settings": settings, "memory_cache": cache.maxsize}
+        return {"settings": settings, "cache": cache}
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Rank1Client:
+        """A copy in this process (e.g. a framework's deep copy of a reranker): like the
+        pickle's, with new session, loops and in-memory cache, but the API key kept (it is
+        not written out)."""
+        state = self.__getstate__()
+        state["settings"]["api_key"] = self.api_key
+        copy = type(self).__new__(type(self))
+        copy.__setstate__(state)
+        memo[id(self)] = copy
+        return copy
+
+    def __copy__(self) -> Rank1Client:
+        return self.__deepcopy__({})
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Rebuild from :meth:`__getstate__`'s settings: new session, loops and cache;
+        the API key from ``RANK1_API_KEY``."""
+        cache = (
+            MemoryCache(state["memory_cache"]) if "memory_cache" in state else state["cache"]
+        )
+        self.__init__(**state["settings"], cache=cache)  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return f"Rank1Client(base_url={self.base_url!r}, model={self.model!r}, mode={self.mode!r})"
@@ -452,6 +535,17 @@ def _unencodable(call: JudgeCall) -> JudgmentError | None:
                 "that UTF-8 cannot encode, so it cannot be sent",
             )
     return JudgmentError(call.index, "its prompt holds a lone surrogate that UTF-8 cannot encode")
+
+
+def _check_budget(max_reasoning_tokens: object) -> None:
+    """A per-call ``max_reasoning_tokens``: None (the client's) or a positive integer."""
+    if max_reasoning_tokens is not None and (
+        not isinstance(max_reasoning_tokens, int) or isinstance(max_reasoning_tokens, bool)
+        or max_reasoning_tokens < 1
+    ):
+        raise ValueError(
+            f"max_reasoning_tokens must be a positive integer, got {max_reasoning_tokens!r}"
+        )
 
 
 def _check_query(query: object) -> None:

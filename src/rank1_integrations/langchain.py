@@ -19,6 +19,16 @@ Documents come sorted by score, descending (ties keep their order). Failed judgm
 under ``on_error="keep"`` come last, with ``relevance_score=None`` and ``rank1_error``;
 see :mod:`rank1_integrations._adapter` for the rules on ``top_n`` and ``score_threshold``.
 
+Titles: with ``title_key="title"``, ``doc.metadata["title"]`` is the passage's title
+(rank1 reads ``f"{title} {text}"``); a document without that key is judged on its text.
+
+Per-call options: ``compress_documents(docs, query, instruction=..., max_reasoning_tokens=...)``
+when you call it yourself; through a retriever (which passes only the documents, the
+query and callbacks), ``with reranker.call_options(instruction=...): retriever.invoke(q)``.
+
+Serialisation: the reranker pickles, after use too, without the API key (it comes back
+from ``RANK1_API_KEY`` where it is unpickled).
+
 Callbacks: each call is reported as a chain run named ``Rank1Rerank`` (inputs: the query
 and the number of documents; outputs: each judgment's index, score and verdict; errors via
 ``on_chain_error``), and each verdict as one ``on_text`` line, so tracers and
@@ -31,11 +41,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._adapter import RerankSettings, extra_error, judgment_metadata, select
+from .client import PassageInput
 from .judgment import Judgment
 
 try:
     from langchain_core.callbacks import AsyncCallbackManager, CallbackManager, Callbacks
     from langchain_core.documents import BaseDocumentCompressor, Document
+    from pydantic import Field
 except ImportError as exc:  # pragma: no cover - exercised with the package hidden
     raise extra_error("langchain", "langchain", exc) from exc
 
@@ -51,21 +63,34 @@ class Rank1Rerank(BaseDocumentCompressor, RerankSettings):
     ``model``, ``mode``, ``max_reasoning_tokens``, ``concurrency``, ``timeout``,
     ``max_retries``; ``api_key`` defaults to ``RANK1_API_KEY``), ``top_n``,
     ``score_threshold`` (keep ``score >= threshold``), ``include_reasoning``,
-    ``instruction`` and ``on_error`` (``"raise"``, ``"keep"`` or ``"drop"``).
+    ``instruction``, ``on_error`` (``"raise"``, ``"keep"`` or ``"drop"``) and
+    ``title_key``.
     """
+
+    title_key: str | None = Field(
+        default=None,
+        description="Metadata key of the document's title, passed to rank1 (None: no title).",
+    )
 
     def compress_documents(
         self,
         documents: Sequence[Document],
         query: str,
         callbacks: Callbacks | None = None,
+        *,
+        instruction: str | None = None,
+        max_reasoning_tokens: int | None = None,
     ) -> Sequence[Document]:
-        """Judge every document against ``query``; return the selection, best first."""
+        """Judge every document against ``query``; return the selection, best first.
+        ``instruction`` / ``max_reasoning_tokens`` override the reranker's for this call."""
         run = CallbackManager.configure(callbacks).on_chain_start(
             None, _run_inputs(query, documents), name=_RUN_NAME
         )
         try:
-            judgments = self.judge_all(query, [d.page_content for d in documents])
+            judgments = self.judge_all(
+                query, self._passages(documents), instruction=instruction,
+                max_reasoning_tokens=max_reasoning_tokens,
+            )
         except BaseException as exc:
             run.on_chain_error(exc)
             raise
@@ -79,13 +104,19 @@ class Rank1Rerank(BaseDocumentCompressor, RerankSettings):
         documents: Sequence[Document],
         query: str,
         callbacks: Callbacks | None = None,
+        *,
+        instruction: str | None = None,
+        max_reasoning_tokens: int | None = None,
     ) -> Sequence[Document]:
         """Async :meth:`compress_documents`: the judgments run concurrently on the loop."""
         run = await AsyncCallbackManager.configure(callbacks).on_chain_start(
             None, _run_inputs(query, documents), name=_RUN_NAME
         )
         try:
-            judgments = await self.ajudge_all(query, [d.page_content for d in documents])
+            judgments = await self.ajudge_all(
+                query, self._passages(documents), instruction=instruction,
+                max_reasoning_tokens=max_reasoning_tokens,
+            )
         except BaseException as exc:
             await run.on_chain_error(exc)
             raise
@@ -93,6 +124,14 @@ class Rank1Rerank(BaseDocumentCompressor, RerankSettings):
             await run.on_text(line, end="\n")
         await run.on_chain_end(_run_outputs(judgments))
         return self._select(documents, judgments)
+
+    def _passages(self, documents: Sequence[Document]) -> list[PassageInput]:
+        """What rank1 judges: each document's text, with its title under ``title_key``
+        (a document without one is judged on its text alone)."""
+        key = self.title_key
+        if key is None:
+            return [d.page_content for d in documents]
+        return [{"text": d.page_content, "title": d.metadata.get(key)} for d in documents]
 
     def _select(self, documents: Sequence[Document], judgments: list[Judgment]) -> list[Document]:
         chosen = select(judgments, top_n=self.top_n, score_threshold=self.score_threshold)

@@ -23,6 +23,15 @@ Nodes come sorted by score, descending (ties keep their order). Failed judgments
 ``on_error="keep"`` come last with ``score=None`` and ``metadata["rank1_error"]``; see
 :mod:`rank1_integrations._adapter` for the rules on ``top_n`` and ``score_threshold``.
 
+Per-call options: ``postprocess_nodes`` takes only the nodes and the query, so
+``instruction`` / ``max_reasoning_tokens`` for one call go through
+``with reranker.call_options(instruction=...): engine.query(q)`` (a context variable: it
+reaches the query engine's sync and async paths and its worker threads).
+
+Serialisation: ``to_dict`` / ``from_dict`` (and ``to_json`` / ``from_json``, pickle)
+round-trip the settings; the API key is never written out (it comes back from
+``RANK1_API_KEY``), nor is a ``client`` you passed (the copy builds its own).
+
 Observability: ``ReRankStartEvent`` / ``ReRankEndEvent`` on the instrumentation
 dispatcher, a span around both the sync and the async path, and the legacy
 ``CBEventType.RERANKING`` callback event.

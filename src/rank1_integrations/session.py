@@ -11,6 +11,9 @@ client to use now:
   from any loop (its calls run in a pool of worker threads, one per judgment in flight);
   an ``openai.AsyncOpenAI`` / ``httpx.AsyncClient`` only on the loop it was first used
   on, any other raising a RuntimeError that says why.
+* **Rate limits per event loop** (``max_requests_per_minute``, ``max_tokens_per_minute``):
+  the :class:`~.transports.sdk.Sdk` asks :meth:`HttpSession.acquire` before it sends
+  each HTTP request, which waits until the budget has room (see :func:`minute_budget`).
 * **The background loop** of the sync API, and closing at exit: the SDK clients the
   session made are closed when their loop shuts down, and the background loop when the
   owner is closed, garbage-collected or the interpreter exits.
@@ -30,14 +33,34 @@ from typing import Any, TypeVar
 
 import httpx
 import openai
+from aiolimiter import AsyncLimiter
 
-__all__ = ["AnyOpenAI", "HttpSession", "InjectedClient"]
+__all__ = ["BUDGET_WINDOW", "AnyOpenAI", "HttpSession", "InjectedClient", "minute_budget"]
 
 AnyOpenAI = openai.AsyncOpenAI | openai.OpenAI
 #: What a caller may hand in as the HTTP client.
 InjectedClient = AnyOpenAI | httpx.AsyncClient | httpx.Client
 
 T = TypeVar("T")
+
+#: The window of the ``*_per_minute`` budgets, in seconds (tests shorten it).
+BUDGET_WINDOW = 60.0
+
+
+def minute_budget(budget: float, burst: float, window: float | None = None) -> AsyncLimiter:
+    """A leaky bucket (aiolimiter's) that lets at most ``budget`` through in any
+    ``window`` seconds (60 by default): it holds ``burst`` and drains ``budget - burst``
+    per window, so a burst and what drains after it add up to the budget. (A bucket that
+    held the whole budget and drained it per minute would let twice the budget through
+    in the minute after a burst.) A budget no larger than the burst drains whole per
+    window: then one burst per window.
+
+    >>> minute_budget(100, 1).max_rate, minute_budget(100, 1).time_period
+    (1, 0.6060606060606061)
+    """
+    window = BUDGET_WINDOW if window is None else window
+    drained = budget - burst if budget > burst else budget
+    return AsyncLimiter(burst, window * burst / drained)
 
 
 @dataclass
@@ -49,6 +72,9 @@ class _LoopState:
     owned: bool
     #: Keeps the loop-shutdown hook of an owned client alive (see _close_at_loop_shutdown).
     closer: Any = None
+    #: The budgets of ``max_requests_per_minute`` / ``max_tokens_per_minute`` (or None).
+    requests_budget: AsyncLimiter | None = None
+    tokens_budget: AsyncLimiter | None = None
 
 
 class _BackgroundLoop:
@@ -151,8 +177,12 @@ class HttpSession:
         timeout: float,
         concurrency: int,
         client: InjectedClient | None = None,
+        max_requests_per_minute: int | None = None,
+        max_tokens_per_minute: int | None = None,
     ) -> None:
         self._owner = weakref.ref(owner)
+        self.max_requests_per_minute = max_requests_per_minute
+        self.max_tokens_per_minute = max_tokens_per_minute
         self.base_url = base_url
         self.api_key = api_key
         self.timeout = timeout
@@ -197,6 +227,11 @@ class HttpSession:
                     )
                     owned = injected is None
             state = _LoopState(sdk_client, asyncio.Semaphore(self.concurrency), owned)
+            rpm, tpm = self.max_requests_per_minute, self.max_tokens_per_minute
+            if rpm is not None:
+                state.requests_budget = minute_budget(rpm, 1)  # one at a time, evenly spread
+            if tpm is not None:
+                state.tokens_budget = minute_budget(tpm, tpm / 2)  # a judgment fits
             if owned and isinstance(sdk_client, openai.AsyncOpenAI):
                 state.closer = _close_at_loop_shutdown(sdk_client)
                 background = self._background
@@ -217,6 +252,26 @@ class HttpSession:
     def semaphore(self) -> asyncio.Semaphore:
         """The running loop's concurrency bound (``concurrency`` judgments in flight)."""
         return self._state().semaphore
+
+    async def acquire(self, tokens: int) -> None:
+        """Wait until the running loop's budgets let one more request through, one that
+        may cost up to ``tokens`` tokens (see :func:`~.transports.sdk.token_estimate`),
+        then take them. Without budgets, returns at once.
+
+        A request estimated above the token budget's burst can never pass: ValueError,
+        naming the numbers (it fails that judgment, not the others)."""
+        state = self._state()
+        if state.tokens_budget is not None:
+            limiter = state.tokens_budget
+            if tokens > limiter.max_rate:
+                raise ValueError(
+                    f"one request may take up to {tokens} tokens (estimated), more than "
+                    f"the {limiter.max_rate:g} that max_tokens_per_minute="
+                    f"{self.max_tokens_per_minute} lets one request take (half of it)"
+                )
+            await limiter.acquire(tokens)
+        if state.requests_budget is not None:
+            await state.requests_budget.acquire(1)
 
     def _claim_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Bind the injected async client to ``loop`` on its first use; on any other loop

@@ -90,6 +90,13 @@ class ClientSettings(BaseModel):
     allow_text_only: bool = Field(
         default=False, description="Accept responses without logprobs (0/1 scores)."
     )
+    max_requests_per_minute: int | None = Field(
+        default=None, description="Hosted rate limit: requests wait for it (None: no limit)."
+    )
+    max_tokens_per_minute: int | None = Field(
+        default=None,
+        description="Hosted token rate limit: requests wait for it (None: no limit).",
+    )
 
     @field_validator("base_url", "api_key", "model", mode="before")
     @classmethod

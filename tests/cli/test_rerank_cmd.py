@@ -130,3 +130,34 @@ def test_negative_max_retries_is_a_usage_error(command, capsys):
     assert "argument --max-retries: expected a non-negative integer, got '-1'" in (
         capsys.readouterr().err
     )
+
+
+def test_rate_limit_options_reach_the_client() -> None:
+    import argparse
+
+    from rank1_integrations.cli._common import add_endpoint_options, client_from_args
+
+    parser = argparse.ArgumentParser()
+    add_endpoint_options(parser)
+    args = parser.parse_args(["--max-requests-per-minute", "60",
+                              "--max-tokens-per-minute", "90000"])
+    client = client_from_args(args)
+    assert client.settings.max_requests_per_minute == 60
+    assert client.settings.max_tokens_per_minute == 90_000
+    unset = client_from_args(parser.parse_args([]))
+    assert unset.max_requests_per_minute is None and unset.max_tokens_per_minute is None
+
+
+@pytest.mark.parametrize("option", ["--max-requests-per-minute", "--max-tokens-per-minute"])
+def test_rate_limits_must_be_positive(option, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["rerank", "q", option, "0"])
+    assert exit_info.value.code == 2
+    assert f"argument {option}: expected a positive integer" in capsys.readouterr().err
+
+
+def test_rerank_with_a_request_budget(server):
+    result = run_cli(["rerank", "moon ocean tides", "--base-url", server.base_url,
+                      "--max-requests-per-minute", "6000"], stdin="tides\nmoon tides\n")
+    assert result.returncode == 0, result.stderr
+    assert len(rows(result.stdout)) == 2

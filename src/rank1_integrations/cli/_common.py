@@ -77,6 +77,16 @@ def add_endpoint_options(parser: argparse.ArgumentParser) -> None:
         "--max-retries", type=non_negative_int, default=DEFAULTS.max_retries, metavar="N",
         help=f"further tries per judgment after a transient error (default {DEFAULTS.max_retries})",
     )
+    ep.add_argument(
+        "--max-requests-per-minute", type=positive_int,
+        default=DEFAULTS.max_requests_per_minute, metavar="N",
+        help="the endpoint's request rate limit: requests wait for it (default: none)",
+    )
+    ep.add_argument(
+        "--max-tokens-per-minute", type=positive_int,
+        default=DEFAULTS.max_tokens_per_minute, metavar="N",
+        help="the endpoint's token rate limit: requests wait for it (default: none)",
+    )
 
 
 def client_from_args(args: argparse.Namespace, **overrides: Any) -> Any:
@@ -88,6 +98,8 @@ def client_from_args(args: argparse.Namespace, **overrides: Any) -> Any:
         "mode": args.mode, "max_reasoning_tokens": args.max_reasoning_tokens,
         "concurrency": args.concurrency, "timeout": args.timeout,
         "max_retries": args.max_retries,
+        "max_requests_per_minute": args.max_requests_per_minute,
+        "max_tokens_per_minute": args.max_tokens_per_minute,
     }
     options.update(overrides)
     return Rank1Client(**options)

@@ -17,6 +17,10 @@ know, but a strict one answers 400 (or 422) naming them: pydantic's ``extra_forb
 X". Such a field is dropped, the request sent again at once (this is not a retry: the host
 answered), and the field is not sent again by this ``Sdk`` (one per client).
 
+Each request first waits for the client's rate budgets (``max_requests_per_minute``,
+``max_tokens_per_minute``; :meth:`~rank1_integrations.session.HttpSession.acquire`),
+retries and resends included; its tokens are :func:`token_estimate`'s upper bound.
+
 Streamed requests ask for ``Connection: close``. llama.cpp's ``llama-server`` (the only
 host the transports stream from) closes the connection after every streamed response
 while announcing keep-alive; aiohttp, the SDK's fastest HTTP stack, then puts the dead
@@ -40,7 +44,7 @@ from ..errors import BadResponseError
 from ..retry import RetryStep, once
 from ..session import AnyOpenAI, HttpSession
 
-__all__ = ["AnyOpenAI", "Sdk", "rejected_fields"]
+__all__ = ["AnyOpenAI", "Sdk", "rejected_fields", "token_estimate"]
 
 logger = logging.getLogger("rank1_integrations")
 
@@ -93,6 +97,23 @@ def rejected_fields(exc: BaseException, fields: Iterable[str]) -> set[str]:
         name for name in fields
         if re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])", text)
     }
+
+
+def token_estimate(body: Mapping[str, Any]) -> int:
+    """An upper bound on the tokens one request may cost, for ``max_tokens_per_minute``:
+    the UTF-8 bytes of its JSON body (they hold the prompt, and no token is shorter than
+    a byte; the JSON around it covers a chat template's few tokens per message), plus what
+    it may generate: ``max_tokens`` (``max_completion_tokens``), or on ``/rerank``
+    ``max_reasoning_tokens`` + 1 per document.
+
+    >>> token_estimate({"prompt": "abc", "max_tokens": 10})
+    45
+    """
+    size = len(json.dumps(body, ensure_ascii=False, default=str).encode("utf-8"))
+    generated = body.get("max_tokens") or body.get("max_completion_tokens") or 0
+    if "documents" in body:  # /rerank: every document reasons, then answers
+        generated = ((body.get("max_reasoning_tokens") or 0) + 1) * len(body["documents"])
+    return size + int(generated)
 
 
 def _json_object(data: Any, path: str) -> Any:
@@ -197,6 +218,7 @@ class Sdk:
     async def _collect(
         self, endpoint: str, params: dict[str, Any], extra_body: dict[str, Any]
     ) -> list[dict[str, Any]]:
+        await self.session.acquire(token_estimate({**params, **extra_body}))
         resource, is_async = self._resource(endpoint)
         kwargs = {**params, "stream": True, "extra_body": extra_body,
                   "extra_headers": STREAM_HEADERS}
@@ -217,6 +239,7 @@ class Sdk:
         return await self.retry(lambda: self._post_json(path, body))
 
     async def _post_json(self, path: str, body: dict[str, Any]) -> Any:
+        await self.session.acquire(token_estimate(body))
         client = self._get_client()
         try:
             if isinstance(client, openai.AsyncOpenAI):
@@ -232,6 +255,7 @@ class Sdk:
     async def get(self, path: str) -> Any:
         """``GET`` a path under the base URL (e.g. ``/models``), or an absolute URL; the
         decoded JSON."""
+        await self.session.acquire(0)
         client = self._get_client()
         if isinstance(client, openai.AsyncOpenAI):
             return await client.get(path, cast_to=object)
