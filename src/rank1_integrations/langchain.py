@@ -20,7 +20,9 @@ under ``on_error="keep"`` come last, with ``relevance_score=None`` and ``rank1_e
 see :mod:`rank1_integrations._adapter` for the rules on ``top_n`` and ``score_threshold``.
 
 Callbacks: each call is reported as a chain run named ``Rank1Rerank`` (inputs: the query
-and the number of documents; outputs: each judgment's index, score and verdict; errors via
+and the number of documents; outputs: each judgment's index, score and verdict, and
+``usage``, the call's totals from :func:`~rank1_integrations.judgment.total_usage`:
+``prompt_tokens``, ``reasoning_tokens``, ``requests`` and ``cached``; errors via
 ``on_chain_error``), and each verdict as one ``on_text`` line, so tracers and
 ``StdOutCallbackHandler`` show what rank1 decided.
 """
@@ -31,7 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._adapter import RerankSettings, extra_error, judgment_metadata, select
-from .judgment import Judgment
+from .judgment import Judgment, total_usage
 
 try:
     from langchain_core.callbacks import AsyncCallbackManager, CallbackManager, Callbacks
@@ -109,10 +111,13 @@ def _run_inputs(query: str, documents: Sequence[Document]) -> dict[str, Any]:
 
 
 def _run_outputs(judgments: list[Judgment]) -> dict[str, Any]:
-    return {"judgments": [
-        {"index": j.index, "score": j.score, "relevant": j.relevant, "error": j.error}
-        for j in judgments
-    ]}
+    return {
+        "judgments": [
+            {"index": j.index, "score": j.score, "relevant": j.relevant, "error": j.error}
+            for j in judgments
+        ],
+        "usage": total_usage(judgments),
+    }
 
 
 def _verdict_lines(judgments: list[Judgment]) -> list[str]:

@@ -13,7 +13,8 @@ from rank1_integrations.wire import RerankDocument, RerankRequest, RerankRespons
 
 def judgment(**fields) -> Judgment:
     base = dict(index=3, relevant=False, score=0.25, reasoning="because", reasoning_tokens=11,
-                prompt_tokens=57, source=VerdictSource.FORCED_ANSWER, score_estimated=False, truncated=True)
+                prompt_tokens=57, source=VerdictSource.FORCED_ANSWER, score_estimated=False,
+                truncated=True)
     return Judgment(**{**base, **fields})
 
 

@@ -3,8 +3,9 @@
 The server runs the whole rank1 protocol in-process (reasoning, answer position, forced
 answer) and returns one result per document with the rank1 fields beside the usual
 Jina/Cohere ones (``relevance_score``, ``index``): ``relevant``, ``reasoning``, ``source``,
-``score_estimated``, ``truncated``, ``reasoning_tokens``, ``prompt_tokens``. Passages arrive already cut by
-the client; the server may cut them further to fit its context, and says so.
+``score_estimated``, ``truncated``, ``reasoning_tokens``, ``prompt_tokens``. Passages
+arrive already cut by the client; the server may cut them further to fit its context,
+and says so.
 
 Other hosts' ``/v1/rerank`` (vLLM, TEI, llama-server) serve classifier rerankers, not
 rank1: their results lack ``source`` and are refused with a clear error.
