@@ -8,7 +8,11 @@ prints, measured side by side in one run:
 * wall time of ``Rank1Client.rerank`` over 200 passages, and its ratio to the ideal
   (target <= 1.15);
 * the speed-up over a sequential loop of ``judge`` calls (target >= 20x);
-* client CPU time per judgment (target <= 0.5 ms).
+* client CPU time per judgment (target <= 0.5 ms);
+* the overhead of tracing: client CPU time of the same rerank calls (``--trace-calls``
+  calls of 10 passages) with an OpenTelemetry SDK tracer provider and an in-memory
+  exporter, against the same calls with tracing off, rounds alternated (target < 5%;
+  skipped without ``opentelemetry-sdk``).
 
 Run: ``python benchmarks/bench_client.py [--n 200] [--delay 0.2] [--concurrency 32]``
 """
@@ -30,6 +34,55 @@ def passages(n: int, tag: str) -> list[str]:
     return [f"Passage {tag}-{i} about ocean tides and the moon, number {i}." for i in range(n)]
 
 
+def tracing_overhead(client: Rank1Client, calls: int, rounds: int = 6) -> str:
+    """Client CPU of ``calls`` rerank calls (10 passages each) with and without an SDK
+    tracer provider, alternated over ``rounds`` (the least of each kept): one line."""
+    try:
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    except ImportError:
+        return "tracing overhead: skipped (pip install opentelemetry-sdk)"
+    from rank1_integrations import telemetry
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    traced = telemetry._get_tracer()  # the package's tracer, now on the SDK provider
+
+    def run(tag: str) -> float:
+        cpu0 = time.process_time()
+        for i in range(calls):
+            judgments = client.rerank("ocean tides moon", passages(10, f"{tag}{i}"))
+            assert all(j.ok for j in judgments)
+        return time.process_time() - cpu0
+
+    off, on = [], []
+    for r in range(rounds):  # alternated, each first in turn
+        for traced_now in ((False, True) if r % 2 == 0 else (True, False)):
+            telemetry._tracer = traced if traced_now else None  # None: no span at all
+            (on if traced_now else off).append(run(f"{traced_now}{r}-"))
+    telemetry._tracer = traced
+    spans = len(exporter.get_finished_spans())
+    assert spans == rounds * calls, spans
+    best_off, best_on = min(off), min(on)
+    # the span alone (open, record 10 judgments, end, export), without the HTTP noise
+    sample = client.rerank("ocean tides moon", passages(10, "span"))
+    k = 2000
+    cpu0 = time.process_time()
+    for _ in range(k):
+        with telemetry.rerank_span(client, len(sample)) as span:
+            span.record(sample)
+    span_cpu = (time.process_time() - cpu0) / k
+    per_call = best_off / calls
+    return (f"tracing overhead ({calls} calls x 10 passages, best of {rounds}): client CPU "
+            f"{per_call * 1000:.2f} ms/call untraced, {best_on * 1000 / calls:.2f} "
+            f"ms/call traced: {(best_on / best_off - 1) * 100:+.1f}%; the span alone "
+            f"{span_cpu * 1e6:.0f} us/call = {span_cpu / per_call * 100:.1f}% (target < 5%)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200)
@@ -37,6 +90,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--sequential-n", type=int, default=40,
                         help="judgments in the sequential loop, extrapolated to --n")
+    parser.add_argument("--trace-calls", type=int, default=20,
+                        help="rerank calls per round of the tracing overhead (0: skip)")
     args = parser.parse_args()
     n, delay, cap = args.n, args.delay, args.concurrency
     seq_n = args.sequential_n or n
@@ -54,6 +109,7 @@ def main() -> None:
         for text in passages(seq_n, "s"):
             client.judge("ocean tides moon", text)
         seq_wall = (time.perf_counter() - t0) * n / seq_n
+        traced = tracing_overhead(client, args.trace_calls) if args.trace_calls else None
         client.close()
 
     ideal = math.ceil(n / cap) * delay
@@ -66,6 +122,8 @@ def main() -> None:
           f"{'' if seq_n == n else f' (extrapolated from {seq_n})'}  "
           f"speed-up: {seq_wall / wall:.1f}x (target >= 20)")
     print(f"client CPU per judgment: {cpu / n * 1000:.3f} ms (target <= 0.5)")
+    if traced is not None:
+        print(traced)
 
 
 if __name__ == "__main__":

@@ -304,7 +304,9 @@ class Rank1Judge:
         async def finish(i: int) -> Judgment:
             p = prepared[i]
             first = await asyncio.wrap_future(futures[i])  # cancelled below on any failure
-            judgment = await self._verdict(i, p.prompt, first, p.truncated, usage)
+            judgment = await self._verdict(
+                i, p.prompt, first, p.truncated, usage, prompt_tokens=len(p.tokens)
+            )
             if self.on_judgment is not None:
                 self.on_judgment(time.perf_counter() - start)
             return judgment
@@ -323,12 +325,14 @@ class Rank1Judge:
         )
 
     async def _verdict(
-        self, index: int, prompt: str, first: Generation, truncated: bool, usage: list[int]
+        self, index: int, prompt: str, first: Generation, truncated: bool, usage: list[int],
+        *, prompt_tokens: int = 0,
     ) -> Judgment:
         fields = {
             "index": index,
             "reasoning": extract_reasoning(first.text),
             "reasoning_tokens": len(first.token_ids),
+            "prompt_tokens": prompt_tokens,
             "truncated": truncated,
         }
         usage[1] += len(first.token_ids)

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar, get_args
 
-from . import protocol
+from . import protocol, telemetry
 from .cache import JudgmentCache, MemoryCache, cache_key
 from .errors import JudgmentError
 from .judgment import Judgment
@@ -267,9 +267,10 @@ class Rank1Client:
         hit = self.cache.get(key) if self.cache is not None else None
         if hit is None:
             return None
-        return hit.model_copy(
-            update={"index": call.index, "truncated": call.truncated or hit.truncated}
-        )
+        return hit.model_copy(update={  # a hit sends nothing: requests=0, cached=True
+            "index": call.index, "truncated": call.truncated or hit.truncated,
+            "requests": 0, "cached": True,
+        })
 
     async def _fit(self, call: JudgeCall) -> JudgeCall:
         """Fit ``call`` to what the server says about itself (its answer token ids, its
@@ -422,7 +423,9 @@ class Rank1Client:
         if not calls:
             return []
         self._session.check_loop()  # an injected async client on a foreign loop fails here
-        outcomes = await self._judge_calls(calls, policy, on_judgment)
+        with telemetry.rerank_span(self, len(calls)) as span:  # OpenTelemetry, if set up
+            outcomes = await self._judge_calls(calls, policy, on_judgment)
+            span.record(outcomes)
         return _apply_policy(outcomes, policy, on_judgment)
 
     def rerank(

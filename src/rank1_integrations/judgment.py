@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from .protocol import VerdictSource
 
-__all__ = ["Judgment"]
+__all__ = ["Judgment", "total_usage"]
 
 
 class Judgment(BaseModel):
@@ -38,6 +40,19 @@ class Judgment(BaseModel):
     score_estimated: bool = False
     #: Tokens the model spent on its reasoning (generated tokens of the first request).
     reasoning_tokens: int = 0
+    #: Tokens of the prompt as the server counted them (its ``usage.prompt_tokens`` for
+    #: the judgment's first request; rank1-server's ``/v1/rerank`` reports it per
+    #: document); 0 when the server does not say.
+    prompt_tokens: int = 0
+    #: HTTP requests the judgment took: the first, a forced answer, a streamed repeat,
+    #: every retry and every resend without a field the host refused. A request shared
+    #: by several judgments (``/v1/rerank`` sends one per query) counts once, on the
+    #: first of them in input order, so that sums over judgments count HTTP requests.
+    #: 0 for a judgment served from the cache.
+    requests: int = 0
+    #: True when the judgment came from the client's cache (no request was sent; the
+    #: token counts are those of the judgment when it was made).
+    cached: bool = False
     #: True when the passage was cut to fit the budget before it was sent.
     truncated: bool = False
     #: What went wrong, for judgments kept under ``on_error="keep"``.
@@ -47,3 +62,25 @@ class Judgment(BaseModel):
     def ok(self) -> bool:
         """True when the judgment carries a verdict."""
         return self.error is None and self.score is not None
+
+
+def total_usage(judgments: Iterable[Judgment]) -> dict[str, int]:
+    """What a call spent: ``prompt_tokens``, ``reasoning_tokens`` and ``requests`` summed
+    over the judgments that were not cached, and ``cached``, how many came from the cache
+    (their tokens were spent by an earlier call, so they are not counted again).
+
+    >>> total_usage([Judgment(relevant=True, score=0.9, prompt_tokens=120,
+    ...                       reasoning_tokens=40, requests=1),
+    ...              Judgment(relevant=False, score=0.1, prompt_tokens=100,
+    ...                       reasoning_tokens=30, cached=True)])
+    {'prompt_tokens': 120, 'reasoning_tokens': 40, 'requests': 1, 'cached': 1}
+    """
+    usage = {"prompt_tokens": 0, "reasoning_tokens": 0, "requests": 0, "cached": 0}
+    for judgment in judgments:
+        if judgment.cached:
+            usage["cached"] += 1
+            continue
+        usage["prompt_tokens"] += judgment.prompt_tokens
+        usage["reasoning_tokens"] += judgment.reasoning_tokens
+        usage["requests"] += judgment.requests
+    return usage

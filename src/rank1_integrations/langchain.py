@@ -30,7 +30,9 @@ Serialisation: the reranker pickles, after use too, without the API key (it come
 from ``RANK1_API_KEY`` where it is unpickled).
 
 Callbacks: each call is reported as a chain run named ``Rank1Rerank`` (inputs: the query
-and the number of documents; outputs: each judgment's index, score and verdict; errors via
+and the number of documents; outputs: each judgment's index, score and verdict, and
+``usage``, the call's totals from :func:`~rank1_integrations.judgment.total_usage`:
+``prompt_tokens``, ``reasoning_tokens``, ``requests`` and ``cached``; errors via
 ``on_chain_error``), and each verdict as one ``on_text`` line, so tracers and
 ``StdOutCallbackHandler`` show what rank1 decided.
 """
@@ -42,7 +44,7 @@ from typing import Any
 
 from ._adapter import RerankSettings, extra_error, judgment_metadata, select
 from .client import PassageInput
-from .judgment import Judgment
+from .judgment import Judgment, total_usage
 
 try:
     from langchain_core.callbacks import AsyncCallbackManager, CallbackManager, Callbacks
@@ -148,10 +150,13 @@ def _run_inputs(query: str, documents: Sequence[Document]) -> dict[str, Any]:
 
 
 def _run_outputs(judgments: list[Judgment]) -> dict[str, Any]:
-    return {"judgments": [
-        {"index": j.index, "score": j.score, "relevant": j.relevant, "error": j.error}
-        for j in judgments
-    ]}
+    return {
+        "judgments": [
+            {"index": j.index, "score": j.score, "relevant": j.relevant, "error": j.error}
+            for j in judgments
+        ],
+        "usage": total_usage(judgments),
+    }
 
 
 def _verdict_lines(judgments: list[Judgment]) -> list[str]:

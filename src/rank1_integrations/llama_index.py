@@ -33,8 +33,10 @@ round-trip the settings; the API key is never written out (it comes back from
 ``RANK1_API_KEY``), nor is a ``client`` you passed (the copy builds its own).
 
 Observability: ``ReRankStartEvent`` / ``ReRankEndEvent`` on the instrumentation
-dispatcher, a span around both the sync and the async path, and the legacy
-``CBEventType.RERANKING`` callback event.
+dispatcher (the end event's ``tags["rank1_usage"]`` holds the call's totals from
+:func:`~rank1_integrations.judgment.total_usage`: ``prompt_tokens``,
+``reasoning_tokens``, ``requests``, ``cached``), a span around both the sync and the
+async path, and the legacy ``CBEventType.RERANKING`` callback event.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from ._adapter import (
     judgment_metadata,
     select,
 )
-from .judgment import Judgment
+from .judgment import Judgment, total_usage
 
 try:
     from llama_index.core.bridge.pydantic import Field
@@ -62,10 +64,12 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised with the package hidden
     raise extra_error("llama_index", "llamaindex", exc) from exc
 
-__all__ = ["Rank1Rerank"]
+__all__ = ["Rank1Rerank", "USAGE_TAG"]
 
 dispatcher = get_dispatcher(__name__)
 
+#: The ``ReRankEndEvent`` tag holding the call's usage totals.
+USAGE_TAG = "rank1_usage"
 #: Where ``keep_retrieval_score=True`` puts the retriever's score (LlamaIndex convention).
 RETRIEVAL_SCORE_KEY = "retrieval_score"
 
@@ -116,7 +120,7 @@ class Rank1Rerank(BaseNodePostprocessor, RerankSettings):
             judgments = self.judge_all(query, self._passages(nodes))
             out = self._select(nodes, judgments)
             event.on_end(payload={EventPayload.NODES: out})
-        dispatcher.event(ReRankEndEvent(nodes=out))
+        dispatcher.event(ReRankEndEvent(nodes=out, tags={USAGE_TAG: total_usage(judgments)}))
         return out
 
     @dispatcher.span
@@ -131,7 +135,7 @@ class Rank1Rerank(BaseNodePostprocessor, RerankSettings):
             judgments = await self.ajudge_all(query, self._passages(nodes))
             out = self._select(nodes, judgments)
             event.on_end(payload={EventPayload.NODES: out})
-        dispatcher.event(ReRankEndEvent(nodes=out))
+        dispatcher.event(ReRankEndEvent(nodes=out, tags={USAGE_TAG: total_usage(judgments)}))
         return out
 
     # ------------------------------------------------------------------ helpers

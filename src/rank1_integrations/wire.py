@@ -5,7 +5,7 @@ The shape is Jina's / Cohere v2's (``query``, ``documents``, ``top_n``,
 ``return_documents``; results with ``index`` and ``relevance_score``) plus rank1's own
 options (``instruction``, ``max_reasoning_tokens``) and result fields (``relevant``,
 ``reasoning``, ``source``, ``score_estimated``, ``truncated``, ``reasoning_tokens``,
-``reasoning_budget``). Unknown fields are ignored, as vLLM does.
+``prompt_tokens``, ``reasoning_budget``). Unknown fields are ignored, as vLLM does.
 
 Both sides convert through here: the server with :meth:`RerankResult.from_judgment`, the
 client with :meth:`RerankResult.to_judgment`. (The server package imports this module; the
@@ -81,6 +81,8 @@ class RerankResult(_Wire):
     #: True when the server cut the passage to fit its context.
     truncated: bool | None = None
     reasoning_tokens: int | None = None
+    #: Tokens of the document's prompt (its first request; a forced answer's is not added).
+    prompt_tokens: int | None = None
     #: The reasoning budget the document ran with, after fitting the server's context.
     reasoning_budget: int | None = None
     #: Only with ``return_documents``.
@@ -101,6 +103,7 @@ class RerankResult(_Wire):
             "score_estimated": judgment.score_estimated,
             "truncated": judgment.truncated,
             "reasoning_tokens": judgment.reasoning_tokens,
+            "prompt_tokens": judgment.prompt_tokens,
             "reasoning_budget": reasoning_budget,
         }
         if document is not None:
@@ -111,9 +114,10 @@ class RerankResult(_Wire):
         """The JSON object written on the wire (``document`` only when set)."""
         return self.model_dump(exclude_unset=True)
 
-    def to_judgment(self, index: int, *, truncated: bool = False) -> Judgment:
+    def to_judgment(self, index: int, *, truncated: bool = False, requests: int = 0) -> Judgment:
         """The client's judgment for the passage at ``index`` of its input; ``truncated``
-        says the client cut the passage (the server's cut is added to it).
+        says the client cut the passage (the server's cut is added to it); ``requests``
+        the HTTP requests to count on it.
 
         Raises :class:`~.errors.Rank1Error` for a result without rank1's ``source``: it
         came from another host's ``/rerank`` (a classifier reranker, not rank1)."""
@@ -131,6 +135,8 @@ class RerankResult(_Wire):
             source=VerdictSource(self.source),
             score_estimated=bool(self.score_estimated),
             reasoning_tokens=self.reasoning_tokens or 0,
+            prompt_tokens=self.prompt_tokens or 0,
+            requests=requests,
             truncated=truncated or bool(self.truncated),
         )
 

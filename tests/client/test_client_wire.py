@@ -13,7 +13,8 @@ from rank1_integrations.wire import RerankDocument, RerankRequest, RerankRespons
 
 def judgment(**fields) -> Judgment:
     base = dict(index=3, relevant=False, score=0.25, reasoning="because", reasoning_tokens=11,
-                source=VerdictSource.FORCED_ANSWER, score_estimated=False, truncated=True)
+                prompt_tokens=57, source=VerdictSource.FORCED_ANSWER, score_estimated=False,
+                truncated=True)
     return Judgment(**{**base, **fields})
 
 
@@ -24,7 +25,7 @@ def test_result_item_round_trip() -> None:
     assert wire == {
         "index": 3, "relevance_score": 0.25, "relevant": False, "reasoning": "because",
         "source": "forced_answer", "score_estimated": False, "truncated": True,
-        "reasoning_tokens": 11, "reasoning_budget": 64,
+        "reasoning_tokens": 11, "prompt_tokens": 57, "reasoning_budget": 64,
     }
     assert RerankResult.model_validate(wire).to_judgment(3) == j
 

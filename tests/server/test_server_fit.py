@@ -60,6 +60,7 @@ def test_rerank_default_budget_fits_a_2048_token_slot(smollm2_server: str) -> No
     for item in results:
         n = _tokenize(smollm2_server, build_prompt(QUERY, QUICK[item["index"]]))["count"]
         assert item["reasoning_budget"] == 2048 - n - FORCED_ANSWER_MARGIN  # the rule
+        assert item["prompt_tokens"] == n  # per document: its first request's prompt
         assert item["reasoning_tokens"] <= item["reasoning_budget"]
         assert item["source"] == "forced_answer" and not item["truncated"]
         assert 0.0 < item["relevance_score"] < 1.0
@@ -86,6 +87,8 @@ def test_completions_client_fits_the_budget_and_finds_the_answer_ids(
         # exactly). Reading the wrong ids or a top-20 estimate would be far off.
         assert j.score == pytest.approx(by_index[j.index]["relevance_score"], abs=2e-2)
         assert j.relevant == by_index[j.index]["relevant"]
+        # both paths count the same prompt: /v1/completions' usage, /v1/rerank's per result
+        assert j.prompt_tokens == by_index[j.index]["prompt_tokens"] > 0
 
 
 def test_completions_client_reads_forced_answers_with_discovered_ids(
@@ -107,6 +110,7 @@ def test_explicit_budget_over_the_slot_is_fitted(server: str) -> None:
     n = _tokenize(server, build_prompt("tides", "the moon"))["count"]
     assert item["reasoning_budget"] == N_CTX - n - FORCED_ANSWER_MARGIN
     assert item["reasoning_tokens"] == item["reasoning_budget"]  # the random model never stops
+    assert item["prompt_tokens"] == n
 
 
 def test_long_passage_is_cut_to_leave_the_reserved_reasoning(server: str) -> None:

@@ -44,7 +44,9 @@ from ..protocol import (
     parse_prompt,
 )
 
-__all__ = ["FakeRank1Server", "fake_server_process", "free_port", "overlap_score"]
+__all__ = [
+    "FakeRank1Server", "fake_server_process", "free_port", "overlap_score", "prompt_token_count",
+]
 
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -136,7 +138,9 @@ class _Server(ThreadingHTTPServer):
         relevant = is_relevant(p_true)
         if forced is not None:  # the forced answer: one token
             answer = ANSWER_TRUE if relevant else ANSWER_FALSE
-            return 200, _completion(answer, [answer], [_answer_top(p_true)], "length", None)
+            return 200, _completion(
+                answer, [answer], [_answer_top(p_true)], "length", None, prompt=prompt
+            )
         words = _WORD.findall(query.lower())
         reasoning = (
             f"The query asks about {' '.join(words[:6]) or 'nothing'}. "
@@ -147,12 +151,14 @@ class _Server(ThreadingHTTPServer):
         tops: list[dict[str, float]] = [{t: -0.01} for t in tokens]
         if len(tokens) + 2 > max_tokens:  # out of budget: cut, no answer
             cut = tokens[:max_tokens]
-            return 200, _completion("".join(cut), cut, tops[: len(cut)], "length", None)
+            return 200, _completion(
+                "".join(cut), cut, tops[: len(cut)], "length", None, prompt=prompt
+            )
         answer = ANSWER_TRUE if relevant else ANSWER_FALSE
         stop = THINK_END + answer
         tokens += ["\n", THINK_END, answer]
         tops += [{"\n": -0.01}, {THINK_END: -0.01}, _answer_top(p_true)]
-        return 200, _completion(reasoning + "\n", tokens, tops, "stop", stop)
+        return 200, _completion(reasoning + "\n", tokens, tops, "stop", stop, prompt=prompt)
 
     def chat(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         messages = body.get("messages") or []
@@ -181,10 +187,17 @@ class _Server(ThreadingHTTPServer):
         }
 
 
+def prompt_token_count(prompt: str) -> int:
+    """The fake's ``usage.prompt_tokens``: one token per whitespace-separated word."""
+    return len(prompt.split())
+
+
 def _completion(
-    text: str, tokens: list[str], tops: list[dict[str, float]], finish: str, stop: str | None
+    text: str, tokens: list[str], tops: list[dict[str, float]], finish: str, stop: str | None,
+    *, prompt: str,
 ) -> dict[str, Any]:
     assert stop is None or stop in STOP_STRINGS
+    prompt_tokens = prompt_token_count(prompt)
     return {
         "id": "cmpl-fake", "object": "text_completion", "model": "fake-rank1",
         "choices": [{
@@ -196,8 +209,8 @@ def _completion(
                 "text_offset": [0] * len(tokens),
             },
         }],
-        "usage": {"prompt_tokens": 0, "completion_tokens": len(tokens),
-                  "total_tokens": len(tokens)},
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(tokens),
+                  "total_tokens": prompt_tokens + len(tokens)},
     }
 
 

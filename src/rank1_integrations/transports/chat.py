@@ -23,9 +23,9 @@ from ..protocol import (
     verdict_from_text,
 )
 from .base import JudgeCall, Transport
-from .completions import GREEDY, GREEDY_EXTRA, TOP_LOGPROBS, _judgment, _text_only
+from .completions import GREEDY, GREEDY_EXTRA, TOP_LOGPROBS, _count, _judgment, _text_only
 from .logprobs import answer_at, find_answer_position, positions
-from .sdk import Sdk
+from .sdk import Sdk, counting_requests
 
 __all__ = ["ChatTransport"]
 
@@ -40,6 +40,11 @@ class ChatTransport(Transport):
         self.model = model
 
     async def judge(self, call: JudgeCall) -> Judgment:
+        with counting_requests() as count:
+            judgment = await self._judge(call)
+        return judgment.model_copy(update={"requests": count.n})
+
+    async def _judge(self, call: JudgeCall) -> Judgment:
         content = call.prompt.removesuffix(THINK_START).rstrip("\n")
         response = await self.sdk.create(
             "chat",
@@ -65,6 +70,7 @@ class ChatTransport(Transport):
             "index": call.index,
             "reasoning": reasoning.strip(),
             "reasoning_tokens": usage.get("completion_tokens") or 0,
+            "prompt_tokens": _count(usage.get("prompt_tokens")),
             "truncated": call.truncated,
         }
         # The answer is what follows the reasoning. A chain still open (``<think>`` without

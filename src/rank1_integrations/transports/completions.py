@@ -36,7 +36,7 @@ from ..protocol import (
 )
 from .base import JudgeCall, Transport
 from .logprobs import Position, answer_at, closes_on_answer, is_answer_token, positions
-from .sdk import Sdk
+from .sdk import Sdk, counting_requests
 
 __all__ = ["CompletionsTransport", "GREEDY", "GREEDY_EXTRA", "TOP_LOGPROBS"]
 
@@ -136,6 +136,11 @@ class CompletionsTransport(Transport):
         )
 
     async def judge(self, call: JudgeCall) -> Judgment:
+        with counting_requests() as count:
+            judgment = await self._judge(call)
+        return judgment.model_copy(update={"requests": count.n})
+
+    async def _judge(self, call: JudgeCall) -> Judgment:
         params = self._params(
             call.prompt, call.max_reasoning_tokens, stop=list(STOP_STRINGS),
             # llama-server renders special tokens (rank1's ``</think>``) as "" unless
@@ -149,6 +154,7 @@ class CompletionsTransport(Transport):
             "index": call.index,
             "reasoning": reasoning,
             "reasoning_tokens": out["tokens_used"],
+            "prompt_tokens": out["prompt_tokens"],
             "truncated": call.truncated,
         }
         items: list[Position] | None = out["positions"]
@@ -217,6 +223,11 @@ def _text_only(relevant: bool, **fields: Any) -> Judgment:
     )
 
 
+def _count(value: Any) -> int:
+    """A token count from a response's ``usage``: 0 when absent or not a count."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
 def _nothing_generated(text: str | None, usage: dict[str, Any]) -> bool:
     """True for a completion that ended before its first token (llama-cpp-python then
     sends no logprobs at all): its missing logprobs are not a server fault."""
@@ -250,6 +261,7 @@ def _choice(response: dict[str, Any], *, require_logprobs: bool = False) -> dict
         "stop_reason": choice.get("stop_reason"),
         "positions": items,
         "tokens_used": usage.get("completion_tokens") or len(items or []),
+        "prompt_tokens": _count(usage.get("prompt_tokens")),
         "chat_shaped": bool(logprobs) and logprobs.get("content") is not None,
     }
 
@@ -265,9 +277,11 @@ def _merge_chunks(
     items: list[Position] = []
     saw_logprobs = False
     used: int | None = None
+    prompt_tokens = 0
     for chunk in chunks:
         usage = chunk.get("usage") or {}
         used = usage.get("completion_tokens") or used
+        prompt_tokens = _count(usage.get("prompt_tokens")) or prompt_tokens
         for choice in chunk.get("choices") or []:
             text.append(choice.get("text") or "")
             finish = choice.get("finish_reason") or finish
@@ -288,6 +302,7 @@ def _merge_chunks(
         "stop_reason": stop_reason,
         "positions": items if saw_logprobs else None,
         "tokens_used": used or len(items),
+        "prompt_tokens": prompt_tokens,
         "chat_shaped": True,
     }
 

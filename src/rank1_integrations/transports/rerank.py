@@ -3,8 +3,9 @@
 The server runs the whole rank1 protocol in-process (reasoning, answer position, forced
 answer) and returns one result per document with the rank1 fields beside the usual
 Jina/Cohere ones (``relevance_score``, ``index``): ``relevant``, ``reasoning``, ``source``,
-``score_estimated``, ``truncated``, ``reasoning_tokens``. Passages arrive already cut by
-the client; the server may cut them further to fit its context, and says so.
+``score_estimated``, ``truncated``, ``reasoning_tokens``, ``prompt_tokens``. Passages
+arrive already cut by the client; the server may cut them further to fit its context,
+and says so.
 
 Other hosts' ``/v1/rerank`` (vLLM, TEI, llama-server) serve classifier rerankers, not
 rank1: their results lack ``source`` and are refused with a clear error.
@@ -20,7 +21,7 @@ from ..errors import NoVerdictError, Rank1Error
 from ..judgment import Judgment
 from ..wire import RerankDocument, RerankRequest, RerankResult
 from .base import BatchTransport, JudgeCall
-from .sdk import Sdk
+from .sdk import Sdk, counting_requests
 
 __all__ = ["RerankTransport"]
 
@@ -59,7 +60,8 @@ class RerankTransport(BatchTransport):
             max_reasoning_tokens=first.max_reasoning_tokens,
         )
         body = request.model_dump(exclude_none=True)
-        response = await self.sdk.post("/rerank", body)
+        with counting_requests() as count:
+            response = await self.sdk.post("/rerank", body)
         results = response.get("results") if isinstance(response, dict) else None
         if not isinstance(results, list):
             raise Rank1Error(f"the /rerank response has no results: {str(response)[:200]}")
@@ -77,6 +79,9 @@ class RerankTransport(BatchTransport):
             found = by_index.get(position)
             if found is None:
                 raise NoVerdictError(f"the /rerank response has no result for document {position}")
-            out.append(found.to_judgment(call.index, truncated=call.truncated))
+            # the request is shared: counted once, on the first judgment
+            out.append(found.to_judgment(
+                call.index, truncated=call.truncated, requests=count.n if position == 0 else 0
+            ))
         return out
 

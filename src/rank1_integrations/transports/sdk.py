@@ -27,15 +27,22 @@ while announcing keep-alive; aiohttp, the SDK's fastest HTTP stack, then puts th
 connection back in its pool, and the next request on it fails to write its body ("Can
 not write request body", an ``APITimeoutError``). Asked for ``close``, the server says so
 in the response and no stack reuses the connection (which the server would close anyway).
+
+Every HTTP request sent to ``/completions``, ``/chat/completions`` or a ``post`` path is
+counted in the :class:`RequestCount` of the running judgment, if any (see
+:func:`counting_requests`): a transport opens one per judgment, so ``Judgment.requests``
+holds the retries, resends and forced answers it took.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import openai
@@ -44,7 +51,9 @@ from ..errors import BadResponseError
 from ..retry import RetryStep, once
 from ..session import AnyOpenAI, HttpSession
 
-__all__ = ["AnyOpenAI", "Sdk", "rejected_fields", "token_estimate"]
+__all__ = [
+    "AnyOpenAI", "RequestCount", "Sdk", "counting_requests", "rejected_fields", "token_estimate",
+]
 
 logger = logging.getLogger("rank1_integrations")
 
@@ -63,6 +72,43 @@ _UNKNOWN_FIELD = re.compile(
     r"|unexpected|additional propert|invalid (?:field|param|argument|key)",
     re.IGNORECASE,
 )
+
+
+class RequestCount:
+    """HTTP requests sent for one judgment (or one batch of them), so far."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
+#: The count of the judgment being made in this task (each task has its own context).
+_REQUESTS: ContextVar[RequestCount | None] = ContextVar("rank1_requests", default=None)
+
+
+@contextlib.contextmanager
+def counting_requests() -> Iterator[RequestCount]:
+    """Count the HTTP requests the ``Sdk`` sends inside the block (in this task and the
+    tasks it starts), in a new :class:`RequestCount`.
+
+    >>> with counting_requests() as count:
+    ...     pass
+    >>> count.n
+    0
+    """
+    count = RequestCount()
+    token = _REQUESTS.set(count)
+    try:
+        yield count
+    finally:
+        _REQUESTS.reset(token)
+
+
+def _count_request() -> None:
+    count = _REQUESTS.get()
+    if count is not None:
+        count.n += 1
 
 
 def _dump(obj: Any) -> dict[str, Any]:
@@ -222,6 +268,7 @@ class Sdk:
         resource, is_async = self._resource(endpoint)
         kwargs = {**params, "stream": True, "extra_body": extra_body,
                   "extra_headers": STREAM_HEADERS}
+        _count_request()
         try:
             if is_async:
                 stream = await resource.create(**kwargs)
@@ -241,6 +288,7 @@ class Sdk:
     async def _post_json(self, path: str, body: dict[str, Any]) -> Any:
         await self.session.acquire(token_estimate(body))
         client = self._get_client()
+        _count_request()
         try:
             if isinstance(client, openai.AsyncOpenAI):
                 data = await client.post(path, body=body, cast_to=object)

@@ -1,0 +1,158 @@
+"""One OpenTelemetry span ``rank1.rerank`` per rerank call, with the GenAI attributes and
+rank1's counts, read back from the SDK's in-memory exporter; a no-op without the API."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import respx
+from rank1_payloads import body_of, http_client, vllm_completion, vllm_forced
+
+from rank1_integrations import JudgmentError, Rank1Client, telemetry
+
+trace = pytest.importorskip("opentelemetry.trace")
+sdk_trace = pytest.importorskip("opentelemetry.sdk.trace")
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
+    InMemorySpanExporter,
+)
+
+QUERY = "what causes tides?"
+CUT = ["The", " query", " asks", " what", " causes", " tides", ".", " The", " passage"]
+_EXPORTER = InMemorySpanExporter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _provider() -> None:
+    """The global provider can be set once per process: add the exporter to an SDK one
+    already set, else set one."""
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, sdk_trace.TracerProvider):
+        provider = sdk_trace.TracerProvider()
+        trace.set_tracer_provider(provider)
+    provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
+
+
+@pytest.fixture
+def exporter() -> Iterator[InMemorySpanExporter]:
+    _EXPORTER.clear()
+    yield _EXPORTER
+    _EXPORTER.clear()
+
+
+def make_client(**kwargs) -> Rank1Client:
+    kwargs.setdefault("cache", None)
+    kwargs.setdefault("retry_backoff", 0.01)
+    kwargs.setdefault("client", http_client())
+    return Rank1Client("http://rank1.test:8123/v1", model="jhu-clsp/rank1-7b",
+                       max_reasoning_tokens=16, answer_token_ids=(830, 895), **kwargs)
+
+
+def answer(request: httpx.Request) -> httpx.Response:
+    """Passages holding "cut" need the forced answer; "broken" ones get a 500."""
+    prompt = body_of(request)["prompt"]
+    if prompt.endswith("</think>"):
+        return httpx.Response(200, json=vllm_forced({" true": -0.3, " false": -1.4}))
+    if "broken" in prompt:
+        return httpx.Response(500, json={"error": {"message": "boom"}})
+    if "cut" in prompt:
+        return httpx.Response(200, json=vllm_completion(reasoning=CUT, answer=None,
+                                                        finish="length"))
+    return httpx.Response(200, json=vllm_completion())
+
+
+@respx.mock(base_url="http://rank1.test:8123/v1")
+async def test_one_span_per_call_with_genai_attributes(
+    respx_mock: respx.MockRouter, exporter: InMemorySpanExporter
+) -> None:
+    respx_mock.post("/completions").mock(side_effect=answer)
+    judgments = await make_client(on_error="keep", max_retries=0).arerank(
+        QUERY, ["plain one", "cut two", "broken three", "plain four"]
+    )
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "rank1.rerank"
+    assert span.kind == trace.SpanKind.CLIENT
+    attrs = dict(span.attributes)
+    judged = [j for j in judgments if j.ok]
+    assert attrs == {
+        "gen_ai.operation.name": "rerank",
+        "gen_ai.request.model": "jhu-clsp/rank1-7b",
+        "server.address": "rank1.test",
+        "server.port": 8123,
+        "rank1.mode": "completions",
+        "rank1.documents": 4,
+        "rank1.judged": 3,
+        "rank1.forced_answers": 1,
+        "rank1.failures": 1,
+        "gen_ai.usage.input_tokens": 3 * 61,
+        "gen_ai.usage.output_tokens": sum(j.reasoning_tokens for j in judged),
+        # plain: 1 each; cut: reasoning + forced; the failure's request is not counted
+        "rank1.requests": 4,
+        "rank1.cached": 0,
+    }
+    assert span.status.is_ok
+
+
+@respx.mock(base_url="http://rank1.test:8123/v1")
+def test_sync_rerank_and_cache_hits(
+    respx_mock: respx.MockRouter, exporter: InMemorySpanExporter
+) -> None:
+    respx_mock.post("/completions").mock(side_effect=answer)
+    with Rank1Client("http://rank1.test:8123/v1", model="m", answer_token_ids=(830, 895),
+                     client=httpx.Client(verify=False)) as client:  # cache on
+        client.rerank(QUERY, ["plain one"])
+        client.rerank(QUERY, ["plain one", "plain two"])
+    first, second = exporter.get_finished_spans()
+    assert (first.attributes["rank1.requests"], first.attributes["rank1.cached"]) == (1, 0)
+    assert (second.attributes["rank1.requests"], second.attributes["rank1.cached"]) == (1, 1)
+    assert second.attributes["gen_ai.usage.input_tokens"] == 61  # the hit is not counted again
+
+
+@respx.mock(base_url="http://rank1.test:8123/v1")
+async def test_a_raised_failure_marks_the_span(
+    respx_mock: respx.MockRouter, exporter: InMemorySpanExporter
+) -> None:
+    respx_mock.post("/completions").mock(side_effect=answer)
+    with pytest.raises(JudgmentError, match="passage 1"):
+        await make_client(on_error="raise", max_retries=0).arerank(
+            QUERY, ["plain one", "broken two"]
+        )
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "rank1.rerank"
+    assert span.status.status_code == trace.StatusCode.ERROR
+    assert [e.name for e in span.events] == ["exception"]
+
+
+@respx.mock(base_url="http://rank1.test:8123/v1")
+async def test_the_call_span_is_the_parent_of_spans_opened_inside(
+    respx_mock: respx.MockRouter, exporter: InMemorySpanExporter
+) -> None:
+    tracer = trace.get_tracer("test")
+
+    def inside(request: httpx.Request) -> httpx.Response:
+        with tracer.start_as_current_span("http"):
+            return answer(request)
+
+    respx_mock.post("/completions").mock(side_effect=inside)
+    await make_client().arerank(QUERY, ["plain one"])
+    http, call = exporter.get_finished_spans()
+    assert call.name == "rank1.rerank"
+    assert http.parent is not None and http.parent.span_id == call.context.span_id
+
+
+@respx.mock(base_url="http://rank1.test:8123/v1")
+async def test_without_opentelemetry_nothing_is_traced(
+    respx_mock: respx.MockRouter, exporter: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    respx_mock.post("/completions").mock(side_effect=answer)
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)  # import fails
+    monkeypatch.setattr(telemetry, "_trace", telemetry._UNSET)
+    monkeypatch.setattr(telemetry, "_tracer", None)
+    judgments = await make_client().arerank(QUERY, ["plain one"])
+    assert judgments[0].ok
+    assert telemetry._trace is None
+    assert exporter.get_finished_spans() == ()
