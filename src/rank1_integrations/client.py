@@ -417,7 +417,19 @@ class Rank1Client:
                     continue
                 if (exc := task.exception()) is not None:  # not a judgment failure: a bug
                     raise exc
-                ready.put_nowait((job, task.result()))
+                judged = task.result()
+                ready.put_nowait((job, judged))
+                if job.stop_after is not None:  # here, before this worker starts another
+                    job.relevant += sum(
+                        1 for j in judged
+                        if isinstance(j, Judgment) and j.score is not None
+                        and j.score >= job.threshold
+                    )
+                    if job.relevant >= job.stop_after:
+                        halt(job, (
+                            f"not judged: stopped early after {job.relevant} relevant "
+                            f"judgment(s) (stop_after_relevant={job.stop_after})"
+                        ))
 
         timers = [
             loop.call_later(max(job.deadline_at - time.monotonic(), 0.0), functools.partial(
@@ -462,20 +474,10 @@ class Rank1Client:
                 for outcome in judged:
                     job.outcomes[outcome.index] = outcome
                     job.reported += 1
-                    if (
-                        isinstance(outcome, Judgment) and outcome.score is not None
-                        and outcome.score >= job.threshold
-                    ):
-                        job.relevant += 1
                     yield numbers[id(job)], outcome
                 if job.reported == len(job.calls):
                     job.finished = True
                     left -= 1
-                elif job.stop_after is not None and job.relevant >= job.stop_after:
-                    halt(job, (
-                        f"not judged: stopped early after {job.relevant} relevant judgment(s) "
-                        f"(stop_after_relevant={job.stop_after})"
-                    ))
         finally:
             for timer in timers:
                 timer.cancel()
