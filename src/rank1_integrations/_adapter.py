@@ -203,24 +203,29 @@ class RerankSettings(BaseModel):
         if self._own_client is not None:
             await self._own_client.aclose()
 
-    def _budget(self) -> dict[str, Any]:
-        """The budget options of a call (see the README's "Interactive budgets")."""
-        return {
+    def _budget(self, **given: Any) -> dict[str, Any]:
+        """The budget options of a call (see the README's "Interactive budgets"): the
+        instance's, then those passed to the call (``None``: not given)."""
+        options: dict[str, Any] = {
             "deadline": self.deadline, "on_deadline": self.on_deadline,
             "stop_after_relevant": self.stop_after_relevant,
-            "relevant_threshold": (
-                RELEVANT_THRESHOLD if self.score_threshold is None else self.score_threshold
-            ),
         }
+        options.update({k: v for k, v in given.items() if v is not None})
+        options["relevant_threshold"] = (
+            RELEVANT_THRESHOLD if self.score_threshold is None else self.score_threshold
+        )
+        return options
 
     def judge_all(
         self, query: str, passages: Sequence[PassageInput],
-        on_judgment: Callable[[Judgment], None] | None = None,
+        on_judgment: Callable[[Judgment], None] | None = None, **budget: Any,
     ) -> list[Judgment]:
         """Judge every passage (input order, failures as ``on_error`` says, passages a
         budget left unjudged marked); an empty input gives ``[]`` without a request. A bad
         query raises before anything else. ``on_judgment`` sees each judgment as it
-        arrives, in the caller's context (tracers' parent runs and spans hold)."""
+        arrives, in the caller's context (tracers' parent runs and spans hold). ``budget``
+        (``deadline``, ``on_deadline``, ``stop_after_relevant``; ``None``: not given)
+        overrides the instance's for this call."""
         _check_query(query)
         if not passages:
             return []
@@ -233,12 +238,13 @@ class RerankSettings(BaseModel):
 
         return self.rank1_client.rerank(
             query, passages, on_error=self.on_error, instruction=self.instruction,
-            on_judgment=report, **self._budget(),
+            on_judgment=report, **self._budget(**budget),
         )
 
     async def ajudge_all(
         self, query: str, passages: Sequence[PassageInput],
         on_judgment: Callable[[Judgment], Awaitable[None] | None] | None = None,
+        **budget: Any,
     ) -> list[Judgment]:
         """Async twin of :meth:`judge_all` (concurrent, on the running loop);
         ``on_judgment`` may be a coroutine function, awaited per judgment."""
@@ -248,7 +254,7 @@ class RerankSettings(BaseModel):
         out: list[Judgment] = []
         async for judgment in self.rank1_client.arerank_iter(
             query, passages, on_error=self.on_error, instruction=self.instruction,
-            **self._budget(),
+            **self._budget(**budget),
         ):
             out.append(judgment)
             if on_judgment is not None:

@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._adapter import RerankSettings, extra_error, judgment_metadata, select
+from .client import OnDeadline
 from .judgment import Judgment
 
 try:
@@ -65,8 +66,14 @@ class Rank1Rerank(BaseDocumentCompressor, RerankSettings):
         documents: Sequence[Document],
         query: str,
         callbacks: Callbacks | None = None,
+        *,
+        deadline: float | None = None,
+        on_deadline: OnDeadline | None = None,
+        stop_after_relevant: int | None = None,
     ) -> Sequence[Document]:
-        """Judge every document against ``query``; return the selection, best first."""
+        """Judge every document against ``query``; return the selection, best first.
+        ``deadline`` / ``on_deadline`` / ``stop_after_relevant`` override the reranker's
+        for this call."""
         run = CallbackManager.configure(callbacks).on_chain_start(
             None, _run_inputs(query, documents), name=_RUN_NAME
         )
@@ -74,6 +81,8 @@ class Rank1Rerank(BaseDocumentCompressor, RerankSettings):
             judgments = self.judge_all(
                 query, [d.page_content for d in documents],
                 on_judgment=lambda j: run.on_text(_verdict_line(j), end="\n"),  # as it arrives
+                deadline=deadline, on_deadline=on_deadline,
+                stop_after_relevant=stop_after_relevant,
             )
         except BaseException as exc:
             run.on_chain_error(exc)
@@ -86,6 +95,10 @@ class Rank1Rerank(BaseDocumentCompressor, RerankSettings):
         documents: Sequence[Document],
         query: str,
         callbacks: Callbacks | None = None,
+        *,
+        deadline: float | None = None,
+        on_deadline: OnDeadline | None = None,
+        stop_after_relevant: int | None = None,
     ) -> Sequence[Document]:
         """Async :meth:`compress_documents`: the judgments run concurrently on the loop."""
         run = await AsyncCallbackManager.configure(callbacks).on_chain_start(
@@ -95,6 +108,8 @@ class Rank1Rerank(BaseDocumentCompressor, RerankSettings):
             judgments = await self.ajudge_all(
                 query, [d.page_content for d in documents],
                 on_judgment=lambda j: run.on_text(_verdict_line(j), end="\n"),  # as it arrives
+                deadline=deadline, on_deadline=on_deadline,
+                stop_after_relevant=stop_after_relevant,
             )
         except BaseException as exc:
             await run.on_chain_error(exc)

@@ -199,3 +199,18 @@ async def test_llama_index_stop_after_relevant_async(
     assert len(judged) + len(rest) == len(CORPUS)
     assert all("stopped early" in n.node.metadata["rank1_error"] for n in rest)
     assert [e.judged for e in check_judgment_events(events)].count(True) == len(judged)
+
+
+async def test_langchain_per_call_budget_overrides_the_instance(slow_client: Rank1Client) -> None:
+    reranker = LangChainRerank(client=slow_client, stop_after_relevant=1)
+    docs = retriever_over(reranker)[0].base_retriever.invoke(QUERY)
+    started = time.monotonic()
+    out = await reranker.acompress_documents(
+        docs, QUERY, deadline=1.0, stop_after_relevant=len(CORPUS)
+    )
+    assert time.monotonic() - started < 2.5
+    assert [d.metadata["rank1_judged"] for d in out].count(False) == 1  # only the slow one
+    assert out[-1].id == SLOW and "deadline" in out[-1].metadata["rank1_error"]
+    with pytest.raises(ValueError, match="deadline"):
+        reranker.compress_documents(docs, QUERY, deadline=-1.0)
+    await slow_client.aclose()
