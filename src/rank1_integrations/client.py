@@ -445,6 +445,7 @@ class Rank1Client:
         left = sum(1 for job in jobs if job.calls)
         for job in jobs:
             job.finished = not job.calls
+        getter: asyncio.Future[Any] | None = None
         try:
             while left:
                 getter = asyncio.ensure_future(ready.get())
@@ -479,6 +480,8 @@ class Rank1Client:
                     job.finished = True
                     left -= 1
         finally:
+            if getter is not None and not getter.done():
+                getter.cancel()
             for timer in timers:
                 timer.cancel()
             for task in running:
