@@ -58,7 +58,7 @@ def test_deadline_returns_what_was_judged_and_closes_the_rest() -> None:
             started = time.monotonic()
             judgments = client.rerank(QUERY, passages, deadline=1.0)
             elapsed = time.monotonic() - started
-        assert 1.0 <= elapsed < 2.0  # close to the deadline, far from the 10 s of work
+        assert 1.0 <= elapsed < 2.5  # close to the deadline, far from the 10 s of work
         assert [j.index for j in judgments] == [0, 1, 2, 3, 4]  # input positions
         judged = {j.index for j in judgments if j.score is not None}
         assert judged == {0, 2, 4}  # exactly those done by then
@@ -243,17 +243,17 @@ def test_rerank_many_order_and_policy() -> None:
 
 
 def test_rerank_many_shares_one_bound_across_queries() -> None:
-    # 4 queries x 3 passages at 0.3 s each, concurrency 4: one rerank per query needs
+    # 4 queries x 3 passages at 0.5 s each, concurrency 4: one rerank per query needs
     # 4 rounds; shared, the 12 go 4 at a time in 3 rounds, and never more than 4 at once.
     requests = [(QUERY, [rel(q * 10 + i) for i in range(3)]) for q in range(4)]
-    with FakeRank1Server(delay=0.3) as server:
+    with FakeRank1Server(delay=0.5) as server:
         with Rank1Client(server.base_url, concurrency=4, cache=None) as client:
             started = time.monotonic()
             out = client.rerank_many(requests)
             elapsed = time.monotonic() - started
         log = server.log
     assert all(j.ok for js in out for j in js)
-    assert elapsed < 1.15  # 3 rounds of 0.3 s (4 rounds would be 1.2 s)
+    assert elapsed < 1.9  # 3 rounds of 0.5 s (4 rounds would be 2 s)
     events = sorted([(r.started, 1) for r in log] + [(r.ended, -1) for r in log])
     peak = now = 0
     for _, step in events:
