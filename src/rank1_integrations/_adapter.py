@@ -25,6 +25,7 @@ The rules, written once:
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import math
 import os
@@ -252,15 +253,17 @@ class RerankSettings(BaseModel):
         if not passages:
             return []
         out: list[Judgment] = []
-        async for judgment in self.rank1_client.arerank_iter(
+        judgments = self.rank1_client.arerank_iter(
             query, passages, on_error=self.on_error, instruction=self.instruction,
             **self._budget(**budget),
-        ):
-            out.append(judgment)
-            if on_judgment is not None:
-                pending = on_judgment(judgment)
-                if pending is not None:
-                    await pending
+        )
+        async with contextlib.aclosing(judgments):  # a raising callback cancels the rest
+            async for judgment in judgments:
+                out.append(judgment)
+                if on_judgment is not None:
+                    pending = on_judgment(judgment)
+                    if pending is not None:
+                        await pending
         out.sort(key=lambda j: j.index)
         return out
 
