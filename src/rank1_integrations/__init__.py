@@ -8,7 +8,7 @@ The LangChain and LlamaIndex adapters live in ``rank1_integrations.langchain`` a
 
 from .cache import JudgmentCache, MemoryCache
 from .client import Rank1Client
-from .errors import JudgmentError, NoVerdictError, Rank1Error
+from .errors import DeadlineExceeded, JudgmentError, NoVerdictError, Rank1Error
 from .judgment import Judgment
 from .passage import Passage
 from .protocol import VerdictSource, build_prompt
@@ -16,6 +16,7 @@ from .settings import ClientSettings
 
 __all__ = [
     "ClientSettings",
+    "DeadlineExceeded",
     "Judgment",
     "JudgmentCache",
     "JudgmentError",

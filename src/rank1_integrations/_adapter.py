@@ -12,12 +12,14 @@ The rules, written once:
   kept when ``score >= score_threshold`` (so 0 keeps every judged document, 1 keeps only
   a score of exactly 1.0, and a score equal to the threshold is kept).
 * Order: by score, descending; ties keep their input order (a stable sort).
-* Failed judgments (``on_error="keep"``): never given a score and never dropped. They come
-  *after* the selection, in input order, with ``relevance_score``/``rank1_relevant`` set
-  to ``None`` and ``rank1_error`` holding the message; ``top_n`` and ``score_threshold``
-  do not apply to them (they were not judged), so the output can hold more than
-  ``top_n`` items when some judgments failed. ``on_error="drop"`` leaves them out (the
-  client logs a warning naming them); ``"raise"`` raises
+* Unjudged items: passages a budget left unjudged (``deadline``, ``stop_after_relevant``)
+  and failed judgments kept under ``on_error="keep"``. Never given a score and never
+  dropped: they come *after* the judged ones, in input (first-stage) order, with
+  ``relevance_score``/``rank1_relevant`` set to ``None`` and ``rank1_error`` holding why;
+  ``score_threshold`` does not apply to them (they have no score). The whole output
+  respects ``top_n``: judged items first, then unjudged ones while room is left.
+  ``metadata["rank1_judged"]`` says which is which. ``on_error="drop"`` leaves failures
+  out (the client logs a warning naming them); ``"raise"`` raises
   :class:`~rank1_integrations.errors.JudgmentError`.
 """
 
@@ -28,18 +30,27 @@ import contextvars
 import math
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
 
-from .client import Mode, OnError, PassageInput, Rank1Client, _check_query
+from .client import (
+    RELEVANT_THRESHOLD,
+    Mode,
+    OnDeadline,
+    OnError,
+    PassageInput,
+    Rank1Client,
+    _check_query,
+)
 from .judgment import Judgment
 from .ranking import rank_order
 from .settings import ENVIRONMENT, ClientSettings
 
 __all__ = [
     "ERROR_KEY",
+    "JUDGED_KEY",
     "REASONING_KEY",
     "RELEVANT_KEY",
     "SCORE_KEY",
@@ -54,6 +65,7 @@ SCORE_KEY = "relevance_score"
 RELEVANT_KEY = "rank1_relevant"
 REASONING_KEY = "rank1_reasoning"
 ERROR_KEY = "rank1_error"
+JUDGED_KEY = "rank1_judged"
 
 #: Settings passed on to :class:`Rank1Client` when the reranker builds its own (their
 #: defaults and descriptions are :class:`~rank1_integrations.settings.ClientSettings`').
@@ -62,7 +74,9 @@ _CLIENT_SETTINGS = (
     "timeout", "max_retries", "max_requests_per_minute", "max_tokens_per_minute",
 )
 #: The options a call may override (see :meth:`RerankSettings.call_options`).
-_CALL_OPTIONS = ("instruction", "max_reasoning_tokens")
+_CALL_OPTIONS = (
+    "instruction", "max_reasoning_tokens", "deadline", "on_deadline", "stop_after_relevant",
+)
 #: Per-call options in force, by reranker (``id``): set by ``call_options``.
 _IN_FORCE: contextvars.ContextVar[dict[int, dict[str, Any]] | None] = contextvars.ContextVar(
     "rank1_call_options", default=None
@@ -137,6 +151,21 @@ class RerankSettings(BaseModel):
         description="Failed judgments: 'raise', 'keep' (at the end, no score) or 'drop' "
         "(None: the client's policy, 'raise' by default).",
     )
+    deadline: float | None = Field(
+        default=None, gt=0,
+        description="Seconds per call; passages not judged by then come after the judged "
+        "ones, unscored, with metadata['rank1_judged'] False (None: no deadline).",
+    )
+    on_deadline: OnDeadline = Field(
+        default="fallback",
+        description="When the deadline passes: 'fallback' (return the unjudged ones "
+        "marked) or 'raise' (DeadlineExceeded).",
+    )
+    stop_after_relevant: int | None = Field(
+        default=None, ge=1,
+        description="Stop judging once this many documents score >= score_threshold (0.5 "
+        "without one); the rest come after the judged ones, unjudged (None: judge all).",
+    )
 
     _own_client: Rank1Client | None = PrivateAttr(default=None)
 
@@ -198,13 +227,18 @@ class RerankSettings(BaseModel):
 
     @contextlib.contextmanager
     def call_options(
-        self, *, instruction: str | None = None, max_reasoning_tokens: int | None = None
+        self, *, instruction: str | None = None, max_reasoning_tokens: int | None = None,
+        deadline: float | None = None, on_deadline: str | None = None,
+        stop_after_relevant: int | None = None,
     ) -> Iterator[None]:
-        """Override ``instruction`` and/or ``max_reasoning_tokens`` for the calls made
-        inside the ``with`` block (this reranker's only), through whatever pipeline calls
-        it: the option travels in a context variable, so it reaches sync calls, async
-        tasks and the worker threads frameworks start (they copy the context)."""
-        given = {"instruction": instruction, "max_reasoning_tokens": max_reasoning_tokens}
+        """Override ``instruction``, ``max_reasoning_tokens`` and the budget options
+        (``deadline``, ``on_deadline``, ``stop_after_relevant``) for the calls made inside
+        the ``with`` block (this reranker's only), through whatever pipeline calls it: the
+        options travel in a context variable, so they reach sync calls, async tasks and
+        the worker threads frameworks start (they copy the context)."""
+        given = {"instruction": instruction, "max_reasoning_tokens": max_reasoning_tokens,
+                 "deadline": deadline, "on_deadline": on_deadline,
+                 "stop_after_relevant": stop_after_relevant}
         given = {k: v for k, v in given.items() if v is not None}
         if "max_reasoning_tokens" in given:
             budget = given["max_reasoning_tokens"]
@@ -221,10 +255,14 @@ class RerankSettings(BaseModel):
 
     def _call_options(self, **given: Any) -> dict[str, Any]:
         """The options of one call: the instance's, then ``call_options``' in force, then
-        those passed to the call itself (``None``: not given)."""
+        those passed to the call itself (``None``: not given); and the relevance threshold
+        an early exit counts with (``score_threshold``, 0.5 without one)."""
         options = {name: getattr(self, name) for name in _CALL_OPTIONS}
         options.update((_IN_FORCE.get() or {}).get(id(self), {}))
         options.update({k: v for k, v in given.items() if v is not None})
+        options["relevant_threshold"] = (
+            RELEVANT_THRESHOLD if self.score_threshold is None else self.score_threshold
+        )
         return options
 
     def close(self) -> None:
@@ -238,56 +276,82 @@ class RerankSettings(BaseModel):
             await self._own_client.aclose()
 
     def judge_all(
-        self, query: str, passages: Sequence[PassageInput], **options: Any
+        self, query: str, passages: Sequence[PassageInput],
+        on_judgment: Callable[[Judgment], None] | None = None, **options: Any,
     ) -> list[Judgment]:
-        """Judge every passage (input order, failures as ``on_error`` says); an empty
-        input gives ``[]`` without a request. A bad query raises before anything else.
-        ``options`` (``instruction``, ``max_reasoning_tokens``; ``None``: not given)
-        override the instance's and :meth:`call_options`'."""
+        """Judge every passage (input order, failures as ``on_error`` says, passages a
+        budget left unjudged marked); an empty input gives ``[]`` without a request. A bad
+        query raises before anything else. ``on_judgment`` sees each judgment as it
+        arrives, in the caller's context (tracers' parent runs and spans hold). ``options``
+        (``instruction``, ``max_reasoning_tokens``, ``deadline``, ``on_deadline``,
+        ``stop_after_relevant``; ``None``: not given) override the instance's and
+        :meth:`call_options`'."""
         _check_query(query)
         if not passages:
             return []
+        report = None
+        if on_judgment is not None:
+            context = contextvars.copy_context()  # the judgments arrive on another thread
+
+            def report(judgment: Judgment) -> None:
+                context.run(on_judgment, judgment)
+
         return self.rank1_client.rerank(
-            query, passages, on_error=self.on_error, **self._call_options(**options)
+            query, passages, on_error=self.on_error, on_judgment=report,
+            **self._call_options(**options),
         )
 
     async def ajudge_all(
-        self, query: str, passages: Sequence[PassageInput], **options: Any
+        self, query: str, passages: Sequence[PassageInput],
+        on_judgment: Callable[[Judgment], Awaitable[None] | None] | None = None,
+        **options: Any,
     ) -> list[Judgment]:
-        """Async twin of :meth:`judge_all` (concurrent, on the running loop)."""
+        """Async twin of :meth:`judge_all` (concurrent, on the running loop);
+        ``on_judgment`` may be a coroutine function, awaited per judgment."""
         _check_query(query)
         if not passages:
             return []
-        return await self.rank1_client.arerank(
-            query, passages, on_error=self.on_error, **self._call_options(**options)
+        out: list[Judgment] = []
+        judgments = self.rank1_client.arerank_iter(
+            query, passages, on_error=self.on_error, **self._call_options(**options),
         )
+        async with contextlib.aclosing(judgments):  # a raising callback cancels the rest
+            async for judgment in judgments:
+                out.append(judgment)
+                if on_judgment is not None:
+                    pending = on_judgment(judgment)
+                    if pending is not None:
+                        await pending
+        out.sort(key=lambda j: j.index)
+        return out
 
 
 def select(
     judgments: Sequence[Judgment], *, top_n: int | None, score_threshold: float | None
 ) -> list[Judgment]:
-    """Judged ones by score (descending, stable), cut by threshold (>=) and ``top_n``;
-    then failed ones in input order (see the module docstring)."""
+    """Judged ones by score (descending, stable), cut by threshold (>=); then unjudged
+    ones (no score) in input order; the whole cut to ``top_n`` (see the module
+    docstring)."""
     ordered = rank_order(sorted(judgments, key=lambda j: j.index), lambda j: j.score)
     ranked = [j for j in ordered if j.score is not None]
-    failed = [j for j in ordered if j.score is None]
+    unjudged = [j for j in ordered if j.score is None]
     if score_threshold is not None:
         ranked = [j for j in ranked if j.score >= score_threshold]  # type: ignore[operator]
-    if top_n is not None:
-        ranked = ranked[:top_n]
-    return ranked + failed
+    chosen = ranked + unjudged
+    return chosen if top_n is None else chosen[:top_n]
 
 
 def judgment_metadata(
     judgment: Judgment, *, include_reasoning: bool, score_key: str | None = SCORE_KEY
 ) -> dict[str, Any]:
     """The metadata entries a reranker adds for one judgment: the score as a plain
-    ``float`` (under ``score_key``, unless None), the verdict, the reasoning when asked,
-    and the error of a failed judgment."""
+    ``float`` (under ``score_key``, unless None), the verdict, whether it was judged
+    (``rank1_judged``), the reasoning when asked, and why an unjudged one has no score."""
     added: dict[str, Any] = {}
     if score_key is not None:
         added[score_key] = None if judgment.score is None else float(judgment.score)
     added[RELEVANT_KEY] = judgment.relevant
+    added[JUDGED_KEY] = judgment.score is not None
     if include_reasoning:
         added[REASONING_KEY] = judgment.reasoning
     if judgment.error is not None:

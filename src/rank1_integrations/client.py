@@ -11,22 +11,33 @@ Usage::
 
     # or, inside an event loop
     judgments = await client.arerank(query, passages)
+
+    # within a budget: what is not judged in 5 s comes back unjudged (no score, ``error``)
+    judgments = client.rerank(query, passages, deadline=5.0, stop_after_relevant=3)
+    async for judgment in client.arerank_iter(query, passages):   # as they complete
+        ...
+    per_query = client.rerank_many([(query, passages), (other_query, other_passages)])
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from dataclasses import replace
-from typing import Any, TypeVar, get_args
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, TypeVar, get_args
 
 from . import protocol, telemetry
 from .cache import JudgmentCache, MemoryCache, cache_key
-from .errors import JudgmentError
+from .errors import DeadlineExceeded, JudgmentError
 from .judgment import Judgment
 from .passage import Passage
 from .protocol import build_prompt, fit_passage
-from .retry import with_retries
+from .retry import deadline_scope, with_retries
 from .session import HttpSession, InjectedClient
 from .settings import DEFAULT_BASE_URL, DEFAULT_MODEL, DEFAULTS, ClientSettings, Mode, OnError
 from .settings import from_environment as _from_environment
@@ -37,11 +48,13 @@ from .transports import (
     RerankTransport,
     Transport,
 )
-from .transports.base import gather_or_cancel
 from .transports.sdk import Sdk
 from .transports.server_info import ServerProbe
 
-__all__ = ["Rank1Client", "Mode", "OnError", "PassageInput", "DEFAULT_BASE_URL", "DEFAULT_MODEL"]
+__all__ = [
+    "Rank1Client", "Mode", "OnDeadline", "OnError", "PassageInput", "DEFAULT_BASE_URL",
+    "DEFAULT_MODEL", "RELEVANT_THRESHOLD",
+]
 
 logger = logging.getLogger("rank1_integrations")
 
@@ -49,8 +62,17 @@ logger = logging.getLogger("rank1_integrations")
 #: ``"text"`` and optionally ``"title"``.
 PassageInput = str | Passage | Mapping[str, Any]
 
+#: What a call does when its ``deadline`` passes: return the unjudged passages marked
+#: (``"fallback"``) or raise :class:`~rank1_integrations.errors.DeadlineExceeded`.
+OnDeadline = Literal["fallback", "raise"]
+
+#: The score from which a judgment counts as relevant for ``stop_after_relevant`` when no
+#: other threshold is given (rank1's own verdict, ``protocol.is_relevant``).
+RELEVANT_THRESHOLD = 0.5
+
 _MODES: tuple[str, ...] = get_args(Mode)
 _ON_ERROR: tuple[str, ...] = get_args(OnError)
+_ON_DEADLINE: tuple[str, ...] = get_args(OnDeadline)
 
 T = TypeVar("T")
 
@@ -349,19 +371,194 @@ class Rank1Client:
                     raise outcome
         return outcomes  # type: ignore[return-value]
 
-    async def _judge_calls(
-        self, calls: list[JudgeCall], policy: OnError,
-        on_judgment: Callable[[Judgment], None] | None,
-    ) -> list[Judgment | JudgmentError]:
-        """Judge every call: all in one unit when the transport's batch is one request,
-        else one unit per passage, concurrently (under ``"raise"`` the first failure
-        cancels the rest)."""
-        shared = self.transport.one_request
-        units = [calls] if shared else [[call] for call in calls]
-        judged = await gather_or_cancel(
-            [self._judge_unit(unit, policy, on_judgment, shared=shared) for unit in units]
+    def _jobs(
+        self, requests: Sequence[tuple[str, Sequence[PassageInput]]], *,
+        instruction: str | None, deadline: float | None,
+        stop_after_relevant: int | None, relevant_threshold: float,
+        max_reasoning_tokens: int | None = None,
+    ) -> list[_Job]:
+        """One :class:`_Job` per ``(query, passages)``, checked (a bad input raises before
+        anything is sent); a deadline counts from now, the same for every query."""
+        at = None if deadline is None else time.monotonic() + deadline
+        jobs = []
+        for query, passages in requests:
+            _check_query(query)
+            if isinstance(passages, (str, bytes)) or not isinstance(passages, Sequence):
+                raise TypeError(
+                    "passages must be a sequence of strings or mappings, got "
+                    f"{type(passages).__name__}"
+                )
+            calls = [self._call(i, query, p, instruction, max_reasoning_tokens)
+                     for i, p in enumerate(passages)]
+            jobs.append(_Job(
+                calls=calls, shared=self.transport.one_request, deadline=deadline,
+                deadline_at=at, stop_after=stop_after_relevant, threshold=relevant_threshold,
+            ))
+        return jobs
+
+    async def _outcomes(
+        self, jobs: list[_Job], *, workers: int | None = None,
+    ) -> AsyncIterator[tuple[int, Judgment | JudgmentError | _NotJudged]]:
+        """Judge the jobs' passages; ``(job number, outcome)`` as each completes.
+
+        The one scheduler of every multi-passage call (``arerank``, ``arerank_iter``,
+        ``arerank_many`` and ``rank1 eval``'s runner): ``workers`` (default
+        ``concurrency``) take the units in order, job after job, so passages start in
+        first-stage order and the next query's start while the last of the previous one
+        are still reasoning. A unit is one passage, or all of a job's for a transport
+        whose batch is one request. Failures come as :class:`JudgmentError` (the caller
+        applies its policy). When a job's deadline passes or its ``stop_after`` relevant
+        judgments are in, its requests in flight are cancelled, nothing more of it starts
+        and each passage not reported yet comes as :class:`_NotJudged`, in input order.
+        Closing the iterator early cancels everything still running.
+        """
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Queue[tuple[_Job, list[Judgment | JudgmentError]] | _Job] = (
+            asyncio.Queue()
         )
-        return [outcome for unit in judged for outcome in unit]
+        units = [
+            (job, unit) for job in jobs
+            for unit in ([job.calls] if job.shared else [[c] for c in job.calls])
+            if unit
+        ]
+        todo = iter(units)
+
+        def halt(job: _Job, reason: str, *, deadline: bool = False) -> None:
+            if job.halted is not None or job.finished:
+                return
+            job.halted, job.by_deadline = reason, deadline
+            for task in job.inflight:
+                task.cancel()  # a cancelled request closes its connection
+            ready.put_nowait(job)  # wakes the reader at once
+
+        async def worker() -> None:
+            for job, unit in todo:  # a shared iterator: each unit goes to one worker
+                if job.halted is not None:
+                    continue
+                with deadline_scope(job.deadline_at):  # the task inherits it: retries see it
+                    task = asyncio.ensure_future(
+                        self._judge_unit(unit, "keep", None, shared=job.shared)
+                    )
+                job.inflight.add(task)
+                try:
+                    await asyncio.wait([task])
+                finally:
+                    job.inflight.discard(task)
+                    if not task.done():  # this worker was cancelled
+                        task.cancel()
+                if task.cancelled():
+                    continue
+                if (exc := task.exception()) is not None:  # not a judgment failure: a bug
+                    raise exc
+                judged = task.result()
+                ready.put_nowait((job, judged))
+                if job.stop_after is not None:  # here, before this worker starts another
+                    job.relevant += sum(
+                        1 for j in judged
+                        if isinstance(j, Judgment) and j.score is not None
+                        and j.score >= job.threshold
+                    )
+                    if job.relevant >= job.stop_after:
+                        halt(job, (
+                            f"not judged: stopped early after {job.relevant} relevant "
+                            f"judgment(s) (stop_after_relevant={job.stop_after})"
+                        ))
+
+        timers = [
+            loop.call_later(max(job.deadline_at - time.monotonic(), 0.0), functools.partial(
+                halt, job, f"not judged: the deadline of {job.deadline:g} s passed first",
+                deadline=True,
+            ))
+            for job in jobs if job.deadline_at is not None and job.deadline is not None
+        ]
+        count = min(workers or self.concurrency, len(units))
+        running = [asyncio.ensure_future(worker()) for _ in range(count)]
+        done_workers = asyncio.ensure_future(asyncio.gather(*running))
+        numbers = {id(job): n for n, job in enumerate(jobs)}
+        left = sum(1 for job in jobs if job.calls)
+        for job in jobs:
+            job.finished = not job.calls
+        getter: asyncio.Future[Any] | None = None
+        try:
+            while left:
+                getter = asyncio.ensure_future(ready.get())
+                await asyncio.wait([getter, done_workers], return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    if done_workers.exception() is not None:
+                        raise done_workers.exception()  # type: ignore[misc]
+                    if ready.empty():
+                        raise AssertionError("the workers ended before every job was done")
+                    continue
+                item = getter.result()
+                if isinstance(item, _Job):
+                    job = item
+                    if job.finished:
+                        continue
+                    job.finished = True
+                    left -= 1
+                    for i, outcome in enumerate(job.outcomes):
+                        if outcome is None:
+                            job.outcomes[i] = _NotJudged(job.calls[i].index, job.halted or "")
+                            yield numbers[id(job)], job.outcomes[i]  # type: ignore[misc]
+                    continue
+                job, judged = item
+                if job.finished:
+                    continue  # halted meanwhile: reported as not judged
+                for outcome in judged:
+                    job.outcomes[outcome.index] = outcome
+                    job.reported += 1
+                    yield numbers[id(job)], outcome
+                if job.reported == len(job.calls):
+                    job.finished = True
+                    left -= 1
+        finally:
+            if getter is not None and not getter.done():
+                getter.cancel()
+            for timer in timers:
+                timer.cancel()
+            for task in running:
+                task.cancel()
+            for job in jobs:
+                for task in job.inflight:
+                    task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            done_workers.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await done_workers
+
+    async def _iterate(
+        self, jobs: list[_Job], policy: OnError, on_deadline: OnDeadline, *,
+        workers: int | None = None, single: bool = False,
+    ) -> AsyncIterator[tuple[int, Judgment]]:
+        """:meth:`_outcomes` with the error and deadline policies applied: failures raised,
+        kept (no score, ``error``) or dropped (logged); passages not judged kept, marked;
+        under ``on_deadline="raise"`` the passing deadline raises
+        :class:`DeadlineExceeded` with what the call would have returned."""
+        dropped: list[int] = []
+        async with contextlib.aclosing(self._outcomes(jobs, workers=workers)) as outcomes:
+            async for number, outcome in outcomes:
+                if isinstance(outcome, _NotJudged):
+                    job = jobs[number]
+                    if job.by_deadline and on_deadline == "raise":
+                        partial = _partial(jobs, policy)
+                        raise DeadlineExceeded(
+                            job.deadline or 0.0, partial[0] if single else partial
+                        )
+                    yield number, outcome.judgment()
+                elif isinstance(outcome, JudgmentError):
+                    if policy == "raise":
+                        raise outcome
+                    if policy == "drop":
+                        dropped.append(outcome.index)
+                        continue
+                    yield number, _failed(outcome)
+                else:
+                    yield number, outcome
+        if dropped:
+            logger.warning(
+                "rank1: dropped %d failed judgment(s), passages %s", len(dropped), dropped
+            )
 
     # ------------------------------------------------------------------ public API
 
@@ -391,6 +588,34 @@ class Rank1Client:
             max_reasoning_tokens=max_reasoning_tokens,
         ))
 
+    def _checked(
+        self, on_error: OnError | None, on_deadline: OnDeadline, deadline: float | None,
+        stop_after_relevant: int | None, relevant_threshold: float,
+    ) -> OnError:
+        """The error policy in force; a ValueError names a bad budget option."""
+        policy = on_error or self.on_error
+        if policy not in _ON_ERROR:
+            raise ValueError(f"on_error must be one of {_ON_ERROR}, got {policy!r}")
+        if on_deadline not in _ON_DEADLINE:
+            raise ValueError(f"on_deadline must be one of {_ON_DEADLINE}, got {on_deadline!r}")
+        if deadline is not None and (
+            isinstance(deadline, bool) or not isinstance(deadline, (int, float))
+            or not math.isfinite(deadline) or deadline <= 0
+        ):
+            raise ValueError(f"deadline must be a positive number of seconds, got {deadline!r}")
+        if stop_after_relevant is not None and (
+            isinstance(stop_after_relevant, bool) or not isinstance(stop_after_relevant, int)
+            or stop_after_relevant < 1
+        ):
+            raise ValueError(
+                f"stop_after_relevant must be a positive integer, got {stop_after_relevant!r}"
+            )
+        if isinstance(relevant_threshold, bool) or not isinstance(
+            relevant_threshold, (int, float)
+        ) or not 0.0 <= relevant_threshold <= 1.0:
+            raise ValueError(f"relevant_threshold must be in [0, 1], got {relevant_threshold!r}")
+        return policy
+
     async def arerank(
         self,
         query: str,
@@ -400,33 +625,53 @@ class Rank1Client:
         instruction: str | None = None,
         on_judgment: Callable[[Judgment], None] | None = None,
         max_reasoning_tokens: int | None = None,
+        deadline: float | None = None,
+        on_deadline: OnDeadline = "fallback",
+        stop_after_relevant: int | None = None,
+        relevant_threshold: float = RELEVANT_THRESHOLD,
     ) -> list[Judgment]:
         """Judge every passage concurrently; judgments come back in input order.
 
-        ``on_judgment`` is called with each judgment (failed ones under ``"keep"``
-        included) as it completes, e.g. to drive a progress bar. ``instruction`` and
-        ``max_reasoning_tokens`` override the client's for this call.
+        ``on_judgment`` is called with each judgment as it completes (failed ones under
+        ``"keep"`` and passages left unjudged included), e.g. to drive a progress bar.
+
+        Budgets (see the README's "Interactive budgets"):
+
+        * ``deadline``: seconds for the whole call. When they pass, the requests in flight
+          are cancelled and every passage not judged by then comes back in its place with
+          no score and ``error`` saying so (``on_deadline="fallback"``), or
+          :class:`~rank1_integrations.errors.DeadlineExceeded` is raised (``"raise"``).
+          No retry sleeps past it.
+        * ``stop_after_relevant``: once that many judgments have ``score >=
+          relevant_threshold``, nothing new starts and what is in flight is cancelled;
+          the rest comes back unjudged (``error`` says why). Passages start in input
+          (first-stage) order.
+
+        Passages left unjudged are kept whatever ``on_error`` says: they did not fail.
+        ``instruction`` and ``max_reasoning_tokens`` override the client's for this call.
         """
-        _check_query(query)
         _check_budget(max_reasoning_tokens)
-        policy = on_error or self.on_error
-        if policy not in _ON_ERROR:
-            raise ValueError(f"on_error must be one of {_ON_ERROR}, got {policy!r}")
-        if isinstance(passages, (str, bytes)) or not isinstance(passages, Sequence):
-            raise TypeError(
-                f"passages must be a sequence of strings or mappings, got {type(passages).__name__}"
-            )
-        calls = [
-            self._call(i, query, p, instruction, max_reasoning_tokens)
-            for i, p in enumerate(passages)
-        ]
-        if not calls:
+        policy = self._checked(on_error, on_deadline, deadline, stop_after_relevant,
+                               relevant_threshold)
+        jobs = self._jobs([(query, passages)], instruction=instruction, deadline=deadline,
+                          stop_after_relevant=stop_after_relevant,
+                          relevant_threshold=relevant_threshold,
+                          max_reasoning_tokens=max_reasoning_tokens)
+        if not jobs[0].calls:
             return []
         self._session.check_loop()  # an injected async client on a foreign loop fails here
-        with telemetry.rerank_span(self, len(calls)) as span:  # OpenTelemetry, if set up
-            outcomes = await self._judge_calls(calls, policy, on_judgment)
-            span.record(outcomes)
-        return _apply_policy(outcomes, policy, on_judgment)
+        out: list[Judgment] = []
+        with telemetry.rerank_span(self, len(jobs[0].calls)) as span:  # OpenTelemetry, if set
+            async with contextlib.aclosing(
+                self._iterate(jobs, policy, on_deadline, single=True)
+            ) as judgments:
+                async for _, judgment in judgments:
+                    out.append(judgment)
+                    if on_judgment is not None:
+                        on_judgment(judgment)
+            out.sort(key=lambda j: j.index)
+            span.record(out)
+        return out
 
     def rerank(
         self,
@@ -437,11 +682,120 @@ class Rank1Client:
         instruction: str | None = None,
         on_judgment: Callable[[Judgment], None] | None = None,
         max_reasoning_tokens: int | None = None,
+        deadline: float | None = None,
+        on_deadline: OnDeadline = "fallback",
+        stop_after_relevant: int | None = None,
+        relevant_threshold: float = RELEVANT_THRESHOLD,
     ) -> list[Judgment]:
         """Sync twin of :meth:`arerank` (still concurrent: it runs on a background loop)."""
         return self._run(self.arerank(
             query, passages, on_error=on_error, instruction=instruction, on_judgment=on_judgment,
             max_reasoning_tokens=max_reasoning_tokens,
+            deadline=deadline, on_deadline=on_deadline, stop_after_relevant=stop_after_relevant,
+            relevant_threshold=relevant_threshold,
+        ))
+
+    async def arerank_iter(
+        self,
+        query: str,
+        passages: Sequence[PassageInput],
+        *,
+        on_error: OnError | None = None,
+        instruction: str | None = None,
+        max_reasoning_tokens: int | None = None,
+        deadline: float | None = None,
+        on_deadline: OnDeadline = "fallback",
+        stop_after_relevant: int | None = None,
+        relevant_threshold: float = RELEVANT_THRESHOLD,
+    ) -> AsyncIterator[Judgment]:
+        """:meth:`arerank`, one judgment at a time as each completes (``index`` says
+        which passage); passages left unjudged by a budget come last, in input order.
+
+        Under ``"raise"`` the first failure raises from the iterator, under ``"keep"`` it
+        is yielded (no score, ``error``), under ``"drop"`` skipped. Leaving the loop early
+        cancels what is still in flight (at once with ``contextlib.aclosing``)::
+
+            async for judgment in client.arerank_iter(query, passages):
+                print(judgment.index, judgment.score)
+        """
+        _check_budget(max_reasoning_tokens)
+        policy = self._checked(on_error, on_deadline, deadline, stop_after_relevant,
+                               relevant_threshold)
+        jobs = self._jobs([(query, passages)], instruction=instruction, deadline=deadline,
+                          stop_after_relevant=stop_after_relevant,
+                          relevant_threshold=relevant_threshold,
+                          max_reasoning_tokens=max_reasoning_tokens)
+        if not jobs[0].calls:
+            return
+        self._session.check_loop()
+        async with contextlib.aclosing(
+            self._iterate(jobs, policy, on_deadline, single=True)
+        ) as judgments:
+            async for _, judgment in judgments:
+                yield judgment
+
+    async def arerank_many(
+        self,
+        requests: Sequence[tuple[str, Sequence[PassageInput]]],
+        *,
+        on_error: OnError | None = None,
+        instruction: str | None = None,
+        on_judgment: Callable[[int, Judgment], None] | None = None,
+        deadline: float | None = None,
+        on_deadline: OnDeadline = "fallback",
+        stop_after_relevant: int | None = None,
+        relevant_threshold: float = RELEVANT_THRESHOLD,
+    ) -> list[list[Judgment]]:
+        """Rerank many ``(query, passages)`` at once under one concurrency bound: the
+        next query's passages start while the last of the previous one are still
+        reasoning. One list of judgments per query, in input order, each as
+        :meth:`arerank` would return it (same error policy).
+
+        ``deadline`` is for the whole call; ``stop_after_relevant`` applies per query.
+        ``on_judgment(query_position, judgment)`` sees each judgment as it completes.
+        """
+        policy = self._checked(on_error, on_deadline, deadline, stop_after_relevant,
+                               relevant_threshold)
+        if isinstance(requests, (str, bytes)) or not isinstance(requests, Sequence):
+            raise TypeError(
+                f"requests must be a sequence of (query, passages), got {type(requests).__name__}"
+            )
+        for n, item in enumerate(requests):
+            if not isinstance(item, (tuple, list)) or len(item) != 2:
+                raise TypeError(f"request {n} must be a (query, passages) pair, got {item!r:.80}")
+        jobs = self._jobs(requests, instruction=instruction, deadline=deadline,
+                          stop_after_relevant=stop_after_relevant,
+                          relevant_threshold=relevant_threshold)
+        out: list[list[Judgment]] = [[] for _ in jobs]
+        if not any(job.calls for job in jobs):
+            return out
+        self._session.check_loop()
+        async with contextlib.aclosing(self._iterate(jobs, policy, on_deadline)) as judgments:
+            async for number, judgment in judgments:
+                out[number].append(judgment)
+                if on_judgment is not None:
+                    on_judgment(number, judgment)
+        for judged in out:
+            judged.sort(key=lambda j: j.index)
+        return out
+
+    def rerank_many(
+        self,
+        requests: Sequence[tuple[str, Sequence[PassageInput]]],
+        *,
+        on_error: OnError | None = None,
+        instruction: str | None = None,
+        on_judgment: Callable[[int, Judgment], None] | None = None,
+        deadline: float | None = None,
+        on_deadline: OnDeadline = "fallback",
+        stop_after_relevant: int | None = None,
+        relevant_threshold: float = RELEVANT_THRESHOLD,
+    ) -> list[list[Judgment]]:
+        """Sync twin of :meth:`arerank_many`."""
+        return self._run(self.arerank_many(
+            requests, on_error=on_error, instruction=instruction, on_judgment=on_judgment,
+            deadline=deadline, on_deadline=on_deadline, stop_after_relevant=stop_after_relevant,
+            relevant_threshold=relevant_threshold,
         ))
 
     # ------------------------------------------------------------------ lifecycle
@@ -585,26 +939,60 @@ def _passage_of(index: int, passage: object) -> Passage:
     return Passage(text, title)
 
 
-def _apply_policy(
-    outcomes: Sequence[Judgment | JudgmentError], policy: OnError,
-    on_judgment: Callable[[Judgment], None] | None = None,
-) -> list[Judgment]:
-    """Turn failures into what ``on_error`` asks for; order is kept."""
-    out: list[Judgment] = []
-    dropped: list[int] = []
-    for outcome in outcomes:
-        if isinstance(outcome, Judgment):
-            out.append(outcome)
-            continue
-        if policy == "raise":
-            raise outcome
-        if policy == "drop":
-            dropped.append(outcome.index)
-            continue
-        failed = Judgment(index=outcome.index, relevant=None, score=None, error=str(outcome))
-        if on_judgment is not None:
-            on_judgment(failed)
-        out.append(failed)
-    if dropped:
-        logger.warning("rank1: dropped %d failed judgment(s), passages %s", len(dropped), dropped)
+def _failed(error: JudgmentError) -> Judgment:
+    """A failure kept under ``on_error="keep"``: no score, ``error`` set."""
+    return Judgment(index=error.index, relevant=None, score=None, error=str(error))
+
+
+@dataclass(frozen=True)
+class _NotJudged:
+    """A passage a budget left unjudged (the deadline passed, or the early exit)."""
+
+    index: int
+    reason: str
+
+    def judgment(self) -> Judgment:
+        return Judgment(index=self.index, relevant=None, score=None, error=self.reason)
+
+
+@dataclass(eq=False)
+class _Job:
+    """One query of a call, as :meth:`Rank1Client._outcomes` schedules it."""
+
+    calls: list[JudgeCall]
+    #: The transport judges all of them in one request.
+    shared: bool
+    #: The deadline in seconds as given, and when it passes (``time.monotonic()``).
+    deadline: float | None
+    deadline_at: float | None
+    stop_after: int | None
+    threshold: float
+    outcomes: list[Judgment | JudgmentError | _NotJudged | None] = field(default_factory=list)
+    inflight: set[asyncio.Future[Any]] = field(default_factory=set)
+    relevant: int = 0
+    reported: int = 0
+    #: Why the rest is not judged, once a budget stopped the job.
+    halted: str | None = None
+    by_deadline: bool = False
+    finished: bool = False
+
+    def __post_init__(self) -> None:
+        self.outcomes = [None] * len(self.calls)
+
+
+def _partial(jobs: list[_Job], policy: OnError) -> list[list[Judgment]]:
+    """What each job would return now under ``on_deadline="fallback"``."""
+    out: list[list[Judgment]] = []
+    for job in jobs:
+        judged: list[Judgment] = []
+        for i, outcome in enumerate(job.outcomes):
+            if isinstance(outcome, Judgment):
+                judged.append(outcome)
+            elif isinstance(outcome, JudgmentError):
+                if policy == "keep":
+                    judged.append(_failed(outcome))
+            else:
+                reason = outcome.reason if outcome is not None else (job.halted or "not judged")
+                judged.append(_NotJudged(job.calls[i].index, reason).judgment())
+        out.append(judged)
     return out

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["Rank1Error", "JudgmentError", "NoVerdictError", "BadResponseError"]
+__all__ = [
+    "Rank1Error", "JudgmentError", "NoVerdictError", "BadResponseError", "DeadlineExceeded",
+]
 
 
 class Rank1Error(Exception):
@@ -32,3 +34,20 @@ class JudgmentError(Rank1Error):
 
     def __reduce__(self) -> tuple[type[JudgmentError], tuple[int, str]]:
         return (type(self), (self.index, self.message))  # picklable (e.g. across processes)
+
+
+class DeadlineExceeded(Rank1Error, TimeoutError):
+    """A call's ``deadline`` passed under ``on_deadline="raise"``.
+
+    The requests still in flight were cancelled first. ``judgments`` holds what the call
+    would have returned under ``on_deadline="fallback"`` (the judged passages, and the
+    others with no score and ``error`` set); for ``rerank_many`` a list per query.
+    """
+
+    def __init__(self, deadline: float, judgments: list | None = None) -> None:  # type: ignore[type-arg]
+        super().__init__(f"the deadline of {deadline:g} s passed before every passage was judged")
+        self.deadline = deadline
+        self.judgments = judgments if judgments is not None else []
+
+    def __reduce__(self) -> tuple[type[DeadlineExceeded], tuple[float, list]]:  # type: ignore[type-arg]
+        return (type(self), (self.deadline, self.judgments))

@@ -15,9 +15,14 @@ Usage::
 Each returned document is a copy (``Document.model_copy``) of the one retrieved: same
 ``id``, every metadata key kept, plus ``relevance_score`` (plain ``float``),
 ``rank1_relevant`` (``bool``) and, with ``include_reasoning=True``, ``rank1_reasoning``.
-Documents come sorted by score, descending (ties keep their order). Failed judgments
-under ``on_error="keep"`` come last, with ``relevance_score=None`` and ``rank1_error``;
-see :mod:`rank1_integrations._adapter` for the rules on ``top_n`` and ``score_threshold``.
+Documents come sorted by score, descending (ties keep their order). Unjudged ones (failed
+judgments under ``on_error="keep"``, passages a ``deadline`` or ``stop_after_relevant``
+left unjudged) come last, in first-stage order, with ``relevance_score=None``,
+``rank1_judged=False`` and ``rank1_error``; the output never exceeds ``top_n``. See
+:mod:`rank1_integrations._adapter` for the rules on ``top_n`` and ``score_threshold``.
+
+Budgets: ``deadline=SECONDS`` (with ``on_deadline="fallback"`` or ``"raise"``) and
+``stop_after_relevant=N`` (relevant: ``score >= score_threshold``, 0.5 without one).
 
 Titles: with ``title_key="title"``, ``doc.metadata["title"]`` is the passage's title
 (rank1 reads ``f"{title} {text}"``); a document without that key is judged on its text.
@@ -33,8 +38,8 @@ Callbacks: each call is reported as a chain run named ``Rank1Rerank`` (inputs: t
 and the number of documents; outputs: each judgment's index, score and verdict, and
 ``usage``, the call's totals from :func:`~rank1_integrations.judgment.total_usage`:
 ``prompt_tokens``, ``reasoning_tokens``, ``requests`` and ``cached``; errors via
-``on_chain_error``), and each verdict as one ``on_text`` line, so tracers and
-``StdOutCallbackHandler`` show what rank1 decided.
+``on_chain_error``), and each verdict as one ``on_text`` line the moment it arrives, so
+tracers and ``StdOutCallbackHandler`` show what rank1 decided while it decides.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._adapter import RerankSettings, extra_error, judgment_metadata, select
-from .client import PassageInput
+from .client import OnDeadline, PassageInput
 from .judgment import Judgment, total_usage
 
 try:
@@ -65,8 +70,8 @@ class Rank1Rerank(BaseDocumentCompressor, RerankSettings):
     ``model``, ``mode``, ``max_reasoning_tokens``, ``concurrency``, ``timeout``,
     ``max_retries``; ``api_key`` defaults to ``RANK1_API_KEY``), ``top_n``,
     ``score_threshold`` (keep ``score >= threshold``), ``include_reasoning``,
-    ``instruction``, ``on_error`` (``"raise"``, ``"keep"`` or ``"drop"``) and
-    ``title_key``.
+    ``instruction``, ``on_error`` (``"raise"``, ``"keep"`` or ``"drop"``), ``title_key``,
+    ``deadline``, ``on_deadline`` and ``stop_after_relevant``.
     """
 
     title_key: str | None = Field(
@@ -82,22 +87,27 @@ class Rank1Rerank(BaseDocumentCompressor, RerankSettings):
         *,
         instruction: str | None = None,
         max_reasoning_tokens: int | None = None,
+        deadline: float | None = None,
+        on_deadline: OnDeadline | None = None,
+        stop_after_relevant: int | None = None,
     ) -> Sequence[Document]:
         """Judge every document against ``query``; return the selection, best first.
-        ``instruction`` / ``max_reasoning_tokens`` override the reranker's for this call."""
+        ``instruction``, ``max_reasoning_tokens``, ``deadline``, ``on_deadline`` and
+        ``stop_after_relevant`` override the reranker's for this call."""
         run = CallbackManager.configure(callbacks).on_chain_start(
             None, _run_inputs(query, documents), name=_RUN_NAME
         )
         try:
             judgments = self.judge_all(
-                query, self._passages(documents), instruction=instruction,
-                max_reasoning_tokens=max_reasoning_tokens,
+                query, self._passages(documents),
+                on_judgment=lambda j: run.on_text(_verdict_line(j), end="\n"),  # as it arrives
+                instruction=instruction, max_reasoning_tokens=max_reasoning_tokens,
+                deadline=deadline, on_deadline=on_deadline,
+                stop_after_relevant=stop_after_relevant,
             )
         except BaseException as exc:
             run.on_chain_error(exc)
             raise
-        for line in _verdict_lines(judgments):
-            run.on_text(line, end="\n")
         run.on_chain_end(_run_outputs(judgments))
         return self._select(documents, judgments)
 
@@ -109,6 +119,9 @@ class Rank1Rerank(BaseDocumentCompressor, RerankSettings):
         *,
         instruction: str | None = None,
         max_reasoning_tokens: int | None = None,
+        deadline: float | None = None,
+        on_deadline: OnDeadline | None = None,
+        stop_after_relevant: int | None = None,
     ) -> Sequence[Document]:
         """Async :meth:`compress_documents`: the judgments run concurrently on the loop."""
         run = await AsyncCallbackManager.configure(callbacks).on_chain_start(
@@ -116,14 +129,15 @@ class Rank1Rerank(BaseDocumentCompressor, RerankSettings):
         )
         try:
             judgments = await self.ajudge_all(
-                query, self._passages(documents), instruction=instruction,
-                max_reasoning_tokens=max_reasoning_tokens,
+                query, self._passages(documents),
+                on_judgment=lambda j: run.on_text(_verdict_line(j), end="\n"),  # as it arrives
+                instruction=instruction, max_reasoning_tokens=max_reasoning_tokens,
+                deadline=deadline, on_deadline=on_deadline,
+                stop_after_relevant=stop_after_relevant,
             )
         except BaseException as exc:
             await run.on_chain_error(exc)
             raise
-        for line in _verdict_lines(judgments):
-            await run.on_text(line, end="\n")
         await run.on_chain_end(_run_outputs(judgments))
         return self._select(documents, judgments)
 
@@ -159,12 +173,12 @@ def _run_outputs(judgments: list[Judgment]) -> dict[str, Any]:
     }
 
 
-def _verdict_lines(judgments: list[Judgment]) -> list[str]:
-    lines = []
-    for j in judgments:
-        if j.score is None:
-            lines.append(f"rank1: document {j.index} failed: {j.error}")
-        else:
-            verdict = "relevant" if j.relevant else "not relevant"
-            lines.append(f"rank1: document {j.index} {verdict} (score {j.score:.3f})")
-    return lines
+def _verdict_line(j: Judgment) -> str:
+    """The ``on_text`` line of one verdict."""
+    if j.score is None:
+        error = j.error or ""
+        if error.startswith("not judged"):
+            return f"rank1: document {j.index} {error}"
+        return f"rank1: document {j.index} failed: {error}"
+    verdict = "relevant" if j.relevant else "not relevant"
+    return f"rank1: document {j.index} {verdict} (score {j.score:.3f})"

@@ -19,9 +19,12 @@ score in ``metadata["retrieval_score"]``. What the reranker adds to the metadata
 hidden from the embedder and from the LLM (``excluded_*_metadata_keys``), unless
 ``show_reasoning_to_llm=True`` shows the verdict and the reasoning to the LLM.
 
-Nodes come sorted by score, descending (ties keep their order). Failed judgments under
-``on_error="keep"`` come last with ``score=None`` and ``metadata["rank1_error"]``; see
-:mod:`rank1_integrations._adapter` for the rules on ``top_n`` and ``score_threshold``.
+Nodes come sorted by score, descending (ties keep their order). Unjudged ones (failed
+judgments under ``on_error="keep"``, nodes a ``deadline`` or ``stop_after_relevant`` left
+unjudged) come last in first-stage order with ``score=None``,
+``metadata["rank1_judged"] = False`` and ``metadata["rank1_error"]``; the output never
+exceeds ``top_n``. See :mod:`rank1_integrations._adapter` for the rules on ``top_n`` and
+``score_threshold``.
 
 Per-call options: ``postprocess_nodes`` takes only the nodes and the query, so
 ``instruction`` / ``max_reasoning_tokens`` for one call go through
@@ -35,8 +38,9 @@ round-trip the settings; the API key is never written out (it comes back from
 Observability: ``ReRankStartEvent`` / ``ReRankEndEvent`` on the instrumentation
 dispatcher (the end event's ``tags["rank1_usage"]`` holds the call's totals from
 :func:`~rank1_integrations.judgment.total_usage`: ``prompt_tokens``,
-``reasoning_tokens``, ``requests``, ``cached``), a span around both the sync and the
-async path, and the legacy ``CBEventType.RERANKING`` callback event.
+``reasoning_tokens``, ``requests``, ``cached``), one :class:`Rank1JudgmentEvent` per
+verdict as it arrives, a span around both the sync and the async path, and the legacy
+``CBEventType.RERANKING`` callback event.
 """
 
 from __future__ import annotations
@@ -58,13 +62,14 @@ try:
     from llama_index.core.bridge.pydantic import Field
     from llama_index.core.callbacks import CBEventType, EventPayload
     from llama_index.core.instrumentation import get_dispatcher
+    from llama_index.core.instrumentation.events.base import BaseEvent
     from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
     from llama_index.core.postprocessor.types import BaseNodePostprocessor
     from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 except ImportError as exc:  # pragma: no cover - exercised with the package hidden
     raise extra_error("llama_index", "llamaindex", exc) from exc
 
-__all__ = ["Rank1Rerank", "USAGE_TAG"]
+__all__ = ["Rank1JudgmentEvent", "Rank1Rerank", "USAGE_TAG"]
 
 dispatcher = get_dispatcher(__name__)
 
@@ -74,6 +79,37 @@ USAGE_TAG = "rank1_usage"
 RETRIEVAL_SCORE_KEY = "retrieval_score"
 
 
+class Rank1JudgmentEvent(BaseEvent):
+    """One rank1 verdict, dispatched the moment it arrives (between ``ReRankStartEvent``
+    and ``ReRankEndEvent``, in the reranker's span). ``index`` is the node's position in
+    the reranker's input; ``judged`` is False for a failure kept under ``on_error="keep"``
+    and for a node a ``deadline`` or ``stop_after_relevant`` left unjudged (``error``
+    says why)."""
+
+    index: int
+    score: float | None = None
+    relevant: bool | None = None
+    judged: bool = True
+    error: str | None = None
+    reasoning_tokens: int = 0
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "Rank1JudgmentEvent"
+
+    @classmethod
+    def of(cls, judgment: Judgment) -> Rank1JudgmentEvent:
+        return cls(
+            index=judgment.index, score=judgment.score, relevant=judgment.relevant,
+            judged=judgment.score is not None, error=judgment.error,
+            reasoning_tokens=judgment.reasoning_tokens,
+        )
+
+
+def _dispatch_judgment(judgment: Judgment) -> None:
+    dispatcher.event(Rank1JudgmentEvent.of(judgment))
+
+
 class Rank1Rerank(BaseNodePostprocessor, RerankSettings):
     """Rerank LlamaIndex nodes with rank1.
 
@@ -81,8 +117,8 @@ class Rank1Rerank(BaseNodePostprocessor, RerankSettings):
     ``model``, ``mode``, ``max_reasoning_tokens``, ``concurrency``, ``timeout``,
     ``max_retries``; ``api_key`` defaults to ``RANK1_API_KEY``), ``top_n``,
     ``score_threshold`` (keep ``score >= threshold``), ``include_reasoning``,
-    ``instruction``, ``on_error`` (``"raise"``, ``"keep"`` or ``"drop"``), and the
-    LlamaIndex ones below.
+    ``instruction``, ``on_error`` (``"raise"``, ``"keep"`` or ``"drop"``), ``deadline``,
+    ``on_deadline``, ``stop_after_relevant``, and the LlamaIndex ones below.
     """
 
     keep_retrieval_score: bool = Field(
@@ -117,7 +153,9 @@ class Rank1Rerank(BaseNodePostprocessor, RerankSettings):
         with self.callback_manager.event(
             CBEventType.RERANKING, payload=self._callback_payload(nodes, query)
         ) as event:
-            judgments = self.judge_all(query, self._passages(nodes))
+            judgments = self.judge_all(
+                query, self._passages(nodes), on_judgment=_dispatch_judgment
+            )
             out = self._select(nodes, judgments)
             event.on_end(payload={EventPayload.NODES: out})
         dispatcher.event(ReRankEndEvent(nodes=out, tags={USAGE_TAG: total_usage(judgments)}))
@@ -132,7 +170,9 @@ class Rank1Rerank(BaseNodePostprocessor, RerankSettings):
         with self.callback_manager.event(
             CBEventType.RERANKING, payload=self._callback_payload(nodes, query)
         ) as event:
-            judgments = await self.ajudge_all(query, self._passages(nodes))
+            judgments = await self.ajudge_all(
+                query, self._passages(nodes), on_judgment=_dispatch_judgment
+            )
             out = self._select(nodes, judgments)
             event.on_end(payload={EventPayload.NODES: out})
         dispatcher.event(ReRankEndEvent(nodes=out, tags={USAGE_TAG: total_usage(judgments)}))

@@ -9,10 +9,12 @@ request is retried alone, without regenerating the reasoning chain before it.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import email.utils
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 import httpx
@@ -23,8 +25,8 @@ from tenacity.wait import wait_exponential, wait_random
 from .errors import BadResponseError
 
 __all__ = [
-    "RETRY_STATUSES", "RetryStep", "is_retryable", "once", "retry_after_seconds", "retrying",
-    "with_retries",
+    "RETRY_STATUSES", "RetryStep", "current_deadline", "deadline_scope", "is_retryable", "once",
+    "retry_after_seconds", "retrying", "with_retries",
 ]
 
 T = TypeVar("T")
@@ -35,6 +37,29 @@ RetryStep = Callable[[Callable[[], Awaitable[T]]], Awaitable[T]]
 RETRY_STATUSES = frozenset({408, 409, 429})
 #: Longest wait a server's Retry-After may impose.
 MAX_RETRY_AFTER = 60.0
+
+
+#: When the judging call running in this context must be over (``time.monotonic()``), if
+#: it has a deadline: a retry never sleeps past it. Set by the client around each judgment.
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "rank1_deadline", default=None
+)
+
+
+def current_deadline() -> float | None:
+    """The ``time.monotonic()`` by which the running judgment must be over, or ``None``."""
+    return _DEADLINE.get()
+
+
+@contextlib.contextmanager
+def deadline_scope(at: float | None) -> Iterator[None]:
+    """Run the block (and the tasks created in it) under the deadline ``at``
+    (``time.monotonic()``; ``None``: none)."""
+    token = _DEADLINE.set(at)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -84,9 +109,15 @@ def _bounded(seconds: float) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
-def retrying(max_retries: int, *, backoff: float = 0.5, max_backoff: float = 20.0) -> AsyncRetrying:
+def retrying(
+    max_retries: int, *, backoff: float = 0.5, max_backoff: float = 20.0,
+    deadline: float | None = None,
+) -> AsyncRetrying:
     """An ``AsyncRetrying`` that makes ``max_retries`` further tries after the first and
-    re-raises the last exception."""
+    re-raises the last exception.
+
+    With a ``deadline`` (``time.monotonic()``), a try whose wait would end at or past it
+    is not made: the last exception is re-raised at once instead of sleeping past it."""
     # backoff * 2**(n-1), capped, plus up to ``backoff`` of jitter. (Not
     # wait_exponential_jitter: its ``initial`` is deprecated in tenacity 9.2 and the
     # ``multiplier`` that replaces it does not exist in the tenacity>=8.2 we support.)
@@ -95,10 +126,19 @@ def retrying(max_retries: int, *, backoff: float = 0.5, max_backoff: float = 20.
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         asked = retry_after_seconds(exc) if exc is not None else None
-        return asked if asked is not None else jitter(state)
+        seconds = asked if asked is not None else jitter(state)
+        if deadline is not None:  # never past it (tenacity < 9 decides to stop before this)
+            seconds = min(seconds, max(deadline - time.monotonic(), 0.0))
+        return seconds
+
+    def past_deadline(state: RetryCallState) -> bool:
+        if deadline is None:
+            return False
+        upcoming = state.upcoming_sleep or 0.0
+        return time.monotonic() + upcoming >= deadline
 
     return AsyncRetrying(
-        stop=stop_after_attempt(max_retries + 1),
+        stop=stop_after_attempt(max_retries + 1) | past_deadline,
         wait=wait,
         retry=retry_if_exception(is_retryable),
         reraise=True,
@@ -106,11 +146,15 @@ def retrying(max_retries: int, *, backoff: float = 0.5, max_backoff: float = 20.
 
 
 async def with_retries(
-    step: Callable[[], Awaitable[T]], max_retries: int, *, backoff: float = 0.5
+    step: Callable[[], Awaitable[T]], max_retries: int, *, backoff: float = 0.5,
+    deadline: float | None = None,
 ) -> T:
     """Run ``step`` and, while it fails retryably, up to ``max_retries`` more times; the
-    last exception is re-raised."""
-    async for attempt in retrying(max_retries, backoff=backoff):
+    last exception is re-raised. No wait runs past ``deadline`` (``time.monotonic()``;
+    default: the one of the running judgment, :func:`current_deadline`)."""
+    if deadline is None:
+        deadline = current_deadline()
+    async for attempt in retrying(max_retries, backoff=backoff, deadline=deadline):
         with attempt:
             return await step()
     raise AssertionError("unreachable")  # pragma: no cover - reraise=True raises first

@@ -187,9 +187,14 @@ def with_failure() -> list[Document]:
 
 
 async def test_on_error_keep_puts_failed_last(failing_client: Rank1Client) -> None:
-    reranker = Rank1Rerank(client=failing_client, on_error="keep", top_n=2)
+    reranker = Rank1Rerank(client=failing_client, on_error="keep")
     docs = await reranker.acompress_documents(with_failure(), QUERY)
-    assert [d.id for d in docs] == [*EXPECTED[:2], "d-bad"]
+    assert [d.id for d in docs] == [*EXPECTED, "d-bad"]
+    assert [d.metadata["rank1_judged"] for d in docs] == [True] * len(EXPECTED) + [False]
+    limited = Rank1Rerank(client=failing_client, on_error="keep", top_n=2)
+    assert [d.id for d in await limited.acompress_documents(with_failure(), QUERY)] == (
+        EXPECTED[:2]  # the whole output respects top_n
+    )
     bad = docs[-1]
     assert bad.metadata["source"] == "broken"
     assert bad.metadata["relevance_score"] is None and bad.metadata["rank1_relevant"] is None

@@ -216,10 +216,14 @@ def test_top_n_below_one_rejected(top_n: int) -> None:
 async def test_on_error_keep_puts_failed_last(failing_client: Rank1Client) -> None:
     nodes = corpus_nodes()
     nodes.insert(2, TextNode(id_="n-bad", text=f"{FAIL_MARKER} ocean", metadata={"k": "v"}))
-    reranker = Rank1Rerank(client=failing_client, on_error="keep", top_n=1)
+    reranker = Rank1Rerank(client=failing_client, on_error="keep")
     out = await reranker.apostprocess_nodes(with_scores(nodes), query_str=QUERY)
-    assert [n.node.node_id for n in out] == [EXPECTED[0], "n-bad"]
+    assert [n.node.node_id for n in out] == [*EXPECTED, "n-bad"]
+    limited = Rank1Rerank(client=failing_client, on_error="keep", top_n=1)
+    limited_out = await limited.apostprocess_nodes(with_scores(nodes), query_str=QUERY)
+    assert [n.node.node_id for n in limited_out] == [EXPECTED[0]]  # top_n holds
     bad = out[-1]
+    assert bad.node.metadata["rank1_judged"] is False
     assert bad.score is None and bad.node.metadata["k"] == "v"
     assert bad.node.metadata["rank1_relevant"] is None
     assert "passage 2" in bad.node.metadata["rank1_error"]

@@ -47,22 +47,26 @@ def test_top_n_after_threshold() -> None:
     assert indexes(select(JUDGMENTS, top_n=2, score_threshold=0.95)) == []
 
 
-def test_failed_judgments_come_last_outside_top_n_and_threshold() -> None:
+def test_unjudged_come_last_outside_the_threshold_within_top_n() -> None:
     mixed = [failed(0), judged(1, 0.3), failed(2), judged(3, 0.8)]
-    assert indexes(select(mixed, top_n=1, score_threshold=0.5)) == [3, 0, 2]
-    assert indexes(select([failed(1), failed(0)], top_n=1, score_threshold=None)) == [0, 1]
+    assert indexes(select(mixed, top_n=None, score_threshold=0.5)) == [3, 0, 2]
+    assert indexes(select(mixed, top_n=3, score_threshold=0.5)) == [3, 0, 2]
+    # the whole output respects top_n: judged first, then unjudged while room is left
+    assert indexes(select(mixed, top_n=2, score_threshold=0.5)) == [3, 0]
+    assert indexes(select(mixed, top_n=1, score_threshold=0.5)) == [3]
+    assert indexes(select([failed(1), failed(0)], top_n=1, score_threshold=None)) == [0]
 
 
 def test_metadata_for_judged_and_failed() -> None:
     assert judgment_metadata(judged(1, 0.75), include_reasoning=False) == {
-        "relevance_score": 0.75, "rank1_relevant": True,
+        "relevance_score": 0.75, "rank1_relevant": True, "rank1_judged": True,
     }
     assert judgment_metadata(judged(1, 0.25), include_reasoning=True, score_key=None) == {
-        "rank1_relevant": False, "rank1_reasoning": "r1",
+        "rank1_relevant": False, "rank1_judged": True, "rank1_reasoning": "r1",
     }
     assert judgment_metadata(failed(2), include_reasoning=True) == {
-        "relevance_score": None, "rank1_relevant": None, "rank1_reasoning": "",
-        "rank1_error": "passage 2 broke",
+        "relevance_score": None, "rank1_relevant": None, "rank1_judged": False,
+        "rank1_reasoning": "", "rank1_error": "passage 2 broke",
     }
     score = judgment_metadata(judged(0, 0.5), include_reasoning=False)["relevance_score"]
     assert type(score) is float

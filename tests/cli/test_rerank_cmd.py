@@ -161,3 +161,44 @@ def test_rerank_with_a_request_budget(server):
                       "--max-requests-per-minute", "6000"], stdin="tides\nmoon tides\n")
     assert result.returncode == 0, result.stderr
     assert len(rows(result.stdout)) == 2
+
+
+def test_deadline_lists_the_unjudged_after_the_ranked(tmp_path, capsys):
+    import time
+
+    docs = ["The moon pulls the ocean tides.", "Slow cats nap.", "tides only"]
+    path = tmp_path / "docs.txt"
+    path.write_text("\n".join(docs) + "\n")
+    with FakeRank1Server(delay_for=lambda p: 10.0 if p.startswith("Slow") else 0.05) as slow:
+        started = time.monotonic()
+        assert main(["rerank", "moon ocean tides", str(path), "--base-url", slow.base_url,
+                     "--deadline", "1", "--no-progress"]) == 0
+        assert time.monotonic() - started < 3.0
+    out = rows(capsys.readouterr().out)
+    assert [(r["id"], r["judged"]) for r in out] == [("1", True), ("3", True), ("2", False)]
+    assert out[-1]["rank"] is None and "deadline of 1 s passed" in out[-1]["error"]
+    # within --top-n: the unjudged one has no room
+    with FakeRank1Server(delay_for=lambda p: 10.0 if p.startswith("Slow") else 0.05) as slow:
+        assert main(["rerank", "moon ocean tides", str(path), "--base-url", slow.base_url,
+                     "--deadline", "1", "--top-n", "2", "--no-progress"]) == 0
+    assert [r["id"] for r in rows(capsys.readouterr().out)] == ["1", "3"]
+
+
+def test_stop_after_relevant(server, tmp_path, capsys):
+    docs = ["Cats sleep a lot.", "The moon pulls the ocean tides.", "moon ocean tides again"]
+    path = tmp_path / "docs.txt"
+    path.write_text("\n".join(docs) + "\n")
+    before = server.requests
+    assert main(["rerank", "moon ocean tides", str(path), "--base-url", server.base_url,
+                 "--stop-after-relevant", "1", "--concurrency", "1"]) == 0
+    out = rows(capsys.readouterr().out)
+    assert server.requests - before == 2  # nothing judged after the first relevant one
+    assert [(r["id"], r["judged"]) for r in out] == [("2", True), ("1", True), ("3", False)]
+    assert "stopped early after 1 relevant" in out[-1]["error"]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "soon"])
+def test_bad_deadline_is_a_usage_error(value, capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["rerank", "q", "--deadline", value])
+    assert caught.value.code == 2 and "--deadline" in capsys.readouterr().err

@@ -281,3 +281,37 @@ def test_missing_inputs_are_named(collection, capsys) -> None:
     args = [a for a in collection.args() if a not in ("--qrels", str(collection.qrels))]
     assert main([*args, "--no-store"]) == 1
     assert "--qrels is required" in capsys.readouterr().err
+
+
+def test_stop_after_relevant_reports_the_trade_off(
+    collection, fake_server, tmp_path, capsys
+) -> None:
+    from conftest import DEPTH, QUERIES
+
+    from rank1_integrations.testing import overlap_score
+
+    store = str(tmp_path / "s.sqlite")
+    args = collection.args("--base-url", fake_server.base_url, "--store", store)
+    assert main([*args, "--stop-after-relevant", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    ex = report["early_exit"]
+    assert ex["stop_after_relevant"] == 1 and ex["metric"] == "nDCG@10"
+    assert ex["full"]["judgments"] == collection.pairs == report["pairs"]
+    # the early exit judges each query's first-stage prefix up to its first relevant one
+    expected = 0
+    for qid, docs in collection.first_stage.items():
+        for _, title, text, _ in docs[:DEPTH]:
+            expected += 1
+            if overlap_score(QUERIES[qid], f"{title} {text}") >= 0.5:
+                break
+    assert ex["early_exit"]["judgments"] == expected < ex["full"]["judgments"]
+    assert ex["early_exit"]["unjudged"] == collection.pairs - expected
+    assert 0 < ex["early_exit"]["reasoning_tokens"] < ex["full"]["reasoning_tokens"]
+    assert ex["full"]["nDCG@10"] == report["metrics"]["nDCG@10"]["rank1"]
+    assert ex["early_exit"]["nDCG@10"] is not None
+    # the replay reads the store, but the report counts only the full run's
+    assert report["judged_now"] == collection.pairs and report["from_store"] == 0
+    assert fake_server.requests == collection.pairs  # the early exit sent nothing
+    assert main([*args, "--stop-after-relevant", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "early exit (--stop-after-relevant 1):" in text and "full rerank" in text

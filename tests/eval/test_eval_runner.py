@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from rank1_integrations import Rank1Client
-from rank1_integrations.errors import JudgmentError
 from rank1_integrations.evaluation.io import read_corpus, read_queries, read_run
 from rank1_integrations.evaluation.runner import (
     CountingCache,
@@ -16,6 +15,7 @@ from rank1_integrations.evaluation.runner import (
 )
 from rank1_integrations.judgment import Judgment
 from rank1_integrations.store import JudgmentStore
+from rank1_integrations.transports import JudgeCall, Transport
 
 DEPTH = 8  # as in conftest.py
 
@@ -73,19 +73,21 @@ def test_rerank_against_fake_server(collection, fake_server, tmp_path) -> None:
     assert all(len(v) == DEPTH for v in result.judgments.values())
 
 
-class _FailingFor:
-    """A real client that fails for chosen documents (as after exhausted retries)."""
+class _FailingTransport(Transport):
+    """The client's transport, failing for chosen passages (as after exhausted retries)."""
 
-    def __init__(self, client: Rank1Client, bad_passages: set[str]) -> None:
-        self.client, self.bad = client, bad_passages
+    def __init__(self, inner: Transport, bad_passages: set[str]) -> None:
+        self.inner, self.bad = inner, bad_passages
 
-    async def ajudge(self, query: str, passage: str, *, title: str | None = None) -> Judgment:
-        if passage in self.bad:
-            raise JudgmentError(0, "ConnectionError: refused")
-        return await self.client.ajudge(query, passage, title=title)
+    async def judge(self, call: JudgeCall) -> Judgment:
+        if call.passage in self.bad:
+            raise ConnectionError("refused")
+        return await self.inner.judge(call)
 
-    async def aclose(self) -> None:
-        await self.client.aclose()
+
+def _failing_for(client: Rank1Client, bad_passages: set[str]) -> Rank1Client:
+    client.transport = _FailingTransport(client.transport, bad_passages)
+    return client
 
 
 def test_failed_judgments_rank_after_judged_ones(collection, fake_server) -> None:
@@ -95,7 +97,7 @@ def test_failed_judgments_rank_after_judged_ones(collection, fake_server) -> Non
     bad = {corpus["d104"].text, corpus["d102"].text}  # q1's best and a middling one
     with Rank1Client(fake_server.base_url, cache=None) as client:
         result = rerank_run(
-            _FailingFor(client, bad), queries, corpus, run, depth=DEPTH, progress=False
+            _failing_for(client, bad), queries, corpus, run, depth=DEPTH, progress=False
         )
     expected = [d for d in collection.expected_ranking()["q1"][:DEPTH] if d not in ("d104", "d102")]
     expected += ["d102", "d104"]  # failed: first-stage order, below every judged document
@@ -115,7 +117,7 @@ def test_max_failures_aborts(collection, fake_server) -> None:
     bad = {doc.text for doc in corpus.values()}
     with Rank1Client(fake_server.base_url, cache=None) as client:
         result = rerank_run(
-            _FailingFor(client, bad), queries, corpus, run, depth=DEPTH, concurrency=1,
+            _failing_for(client, bad), queries, corpus, run, depth=DEPTH, concurrency=1,
             max_failures=3, progress=False,
         )  # fmt: skip
     assert result.aborted

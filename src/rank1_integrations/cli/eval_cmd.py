@@ -7,6 +7,8 @@
 Prints nDCG@10, MAP, Recall@100 and MRR for the first stage and after reranking side by
 side, a per-query table, the verdict sources, reasoning-token counts and failures
 (``--json`` for all of it as one JSON object on stdout). A progress bar runs on stderr.
+``--stop-after-relevant N`` adds the early exit's trade-off: nDCG@10, judgments and
+reasoning tokens with the early exit beside the full rerank's.
 
 Every judgment is committed to the ``--store`` SQLite file as it completes (default
 ``rank1-judgments.sqlite`` in the current directory; ``--no-store`` to keep them in memory
@@ -94,6 +96,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--max-queries", type=positive_int, metavar="N", help="only the first N queries of the run"
     )
     rr.add_argument(
+        "--stop-after-relevant",
+        type=positive_int,
+        metavar="N",
+        help="also rerank with the early exit (stop a query once N of its documents are "
+        "relevant) and report its nDCG, judgments and reasoning tokens beside the full "
+        "rerank's",
+    )
+    rr.add_argument(
         "--max-failures",
         type=positive_int,
         default=100,
@@ -139,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from ..evaluation.io import write_trec_run
     from ..evaluation.metrics import default_metrics, evaluate
-    from ..evaluation.report import build_report, render_text
+    from ..evaluation.report import build_report, early_exit_report, render_text
     from ..evaluation.runner import CountingCache, rerank_run
 
     instruction = read_instruction(args.instruction)
@@ -172,6 +182,23 @@ def _run(args: argparse.Namespace) -> int:
                 max_failures=args.max_failures,
                 progress=not args.no_progress,
             )
+            early = None
+            if args.stop_after_relevant is not None and not result.aborted:
+                counted = (cache.hits, cache.misses, cache.puts) if cache is not None else None
+                # replays the full run's judgments (the cache holds them), first-stage order
+                early = rerank_run(
+                    client,
+                    queries,
+                    corpus,
+                    first_stage,
+                    depth=args.depth,
+                    concurrency=args.concurrency,
+                    max_failures=args.max_failures,
+                    progress=False,
+                    stop_after_relevant=args.stop_after_relevant,
+                )
+                if cache is not None and counted is not None:  # the replay is not the run
+                    cache.hits, cache.misses, cache.puts = counted
         finally:
             client.close()
     finally:
@@ -201,6 +228,12 @@ def _run(args: argparse.Namespace) -> int:
         store=store_path,
         run_out=run_out,
     )
+    if early is not None:
+        report["early_exit"] = early_exit_report(
+            result, early, reranked=reranked_eval,
+            early_eval=evaluate(qrels, early.run_scores(), metrics),
+            stop_after_relevant=args.stop_after_relevant,
+        )
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
     else:

@@ -3,11 +3,14 @@
 Documents come from a file or stdin, as plain lines (one document a line; its id is its
 line number) or JSONL (``{"id", "text", "title"}``; ``text`` required). The output is one
 JSON object a line, best first: ``rank``, ``id``, ``score``, ``relevant``, ``source``,
-``reasoning``, ``truncated`` (and ``error`` for a failed judgment kept with
-``--on-error keep``, listed after the ranked ones)::
+``reasoning``, ``truncated``, ``judged`` (and ``error`` for a document without a score:
+a failed judgment kept with ``--on-error keep``, or one that ``--deadline`` or
+``--stop-after-relevant`` left unjudged, listed after the ranked ones, within
+``--top-n``)::
 
     printf 'The Moon pulls the tides.\\nCats sleep a lot.\\n' | rank1 rerank "what causes tides?"
     rank1 rerank "what causes tides?" docs.jsonl --top-n 3 --local
+    rank1 rerank "what causes tides?" docs.jsonl --deadline 10 --stop-after-relevant 3
 """
 
 from __future__ import annotations
@@ -20,6 +23,19 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from ._common import add_endpoint_options, client_from_args, fail, positive_int, read_instruction
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type: a number of seconds > 0."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}")
+    return value
 
 __all__ = ["add_parser", "read_documents"]
 
@@ -49,6 +65,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--on-error", choices=("raise", "keep", "drop"), default="raise",
                    help="a failed judgment: stop with an error (default), keep it unscored, "
                         "or drop it")
+    p.add_argument("--deadline", type=positive_seconds, metavar="SECONDS",
+                   help="stop after SECONDS: documents not judged by then are listed after "
+                        "the ranked ones, unjudged")
+    p.add_argument("--stop-after-relevant", type=positive_int, metavar="N",
+                   help="judge in input order and stop once N documents are relevant "
+                        "(score >= --threshold, 0.5 without one); the rest are listed unjudged")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("--local", nargs="?", const="", metavar="GGUF",
                    help="start the bundled rank1-server for this run (the demo model when "
@@ -158,6 +180,8 @@ def _rank(
         judgments = client.rerank(
             args.query, [{"text": d["text"], "title": d["title"]} for d in docs],
             on_error=args.on_error, instruction=instruction, on_judgment=lambda _: bar.update(),
+            deadline=args.deadline, stop_after_relevant=args.stop_after_relevant,
+            relevant_threshold=0.5 if args.threshold is None else args.threshold,
         )
     except JudgmentError as exc:
         fail("rerank", f"document {docs[exc.index]['id']!r}: {exc}")
@@ -172,7 +196,7 @@ def _rank(
             "rank": rank if j.error is None else None, "id": docs[j.index]["id"],
             "score": j.score, "relevant": j.relevant,
             "source": j.source.value if j.source else None,
-            "reasoning": j.reasoning, "truncated": j.truncated,
+            "reasoning": j.reasoning, "truncated": j.truncated, "judged": j.score is not None,
         }
         if j.error is not None:
             row["error"] = j.error

@@ -16,7 +16,7 @@ from ..protocol import VerdictSource
 from .metrics import Evaluation
 from .runner import CountingCache, RerankResult
 
-__all__ = ["build_report", "render_text"]
+__all__ = ["build_report", "early_exit_report", "render_text"]
 
 #: Failures listed in the text report (all of them are in the JSON report).
 _SHOWN_FAILURES = 10
@@ -88,6 +88,30 @@ def build_report(
         ],
         "store": store,
         "run_out": run_out,
+    }
+
+
+def _spent(result: RerankResult) -> dict[str, int]:
+    judged = [j for docs in result.judgments.values() for j in docs.values() if j.ok]
+    return {"judgments": len(judged), "reasoning_tokens": sum(j.reasoning_tokens for j in judged)}
+
+
+def early_exit_report(
+    full: RerankResult, early: RerankResult, *, reranked: Evaluation, early_eval: Evaluation,
+    stop_after_relevant: int,
+) -> dict[str, Any]:
+    """The early exit beside the full rerank: the first metric (nDCG@10 by default), the
+    judgments and the reasoning tokens each spent (the early exit replays the full run's
+    judgments in first-stage order, as if judged one at a time; against a live endpoint up
+    to ``concurrency - 1`` more are started, then cancelled)."""
+    primary = reranked.labels[0]
+    spent_full, spent_early = _spent(full), _spent(early)
+    return {
+        "stop_after_relevant": stop_after_relevant,
+        "metric": primary,
+        "full": {primary: _num(reranked.mean[primary]), **spent_full},
+        "early_exit": {primary: _num(early_eval.mean[primary]), **spent_early,
+                       "unjudged": early.skipped},
     }
 
 
@@ -170,6 +194,17 @@ def render_text(report: dict[str, Any]) -> str:
             lines.append(f"  query {f['qid']}, document {f['docid']}: {f['message']}")
         if len(report["failures"]) > _SHOWN_FAILURES:
             lines.append(f"  ... and {len(report['failures']) - _SHOWN_FAILURES} more (see --json)")
+    if report.get("early_exit"):
+        ex = report["early_exit"]
+        metric, full, early = ex["metric"], ex["full"], ex["early_exit"]
+        lines.append("")
+        lines.append(f"early exit (--stop-after-relevant {ex['stop_after_relevant']}):")
+        lines.append(f"{'':<12}  {metric:>10}  {'judgments':>10}  {'reasoning tokens':>16}")
+        for name, row in (("full rerank", full), ("early exit", early)):
+            lines.append(
+                f"{name:<12}  {_fmt(row[metric]):>10}  {row['judgments']:>10}  "
+                f"{row['reasoning_tokens']:>16}"
+            )
     if report["run_out"]:
         lines.append(f"reranked run written to {report['run_out']}")
     if report["store"]:

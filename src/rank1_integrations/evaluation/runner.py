@@ -1,14 +1,18 @@
 """Rerank a first-stage run with rank1: the engine of ``rank1 eval``.
 
 For every query, the top ``depth`` documents of the first-stage run (in trec_eval's order,
-see :func:`~rank1_integrations.evaluation.io.ranked_docids`) are judged through
-:meth:`Rank1Client.ajudge`, a fixed number of judgments in flight at a time, in query
-order. The final ranking of a query is, top to bottom:
+see :func:`~rank1_integrations.evaluation.io.ranked_docids`) are judged by the client's
+own scheduler, the one behind :meth:`Rank1Client.arerank_many`: a fixed number of
+judgments in flight at a time, in query order, the next query's starting while the last
+documents of the previous one are still reasoning. With ``stop_after_relevant`` a query
+stops once that many of its documents are relevant; the rest stay unjudged (counted in
+``skipped``) and rank like failed ones. The final ranking of a query is, top to bottom:
 
 1. the judged documents, by rank1 score descending; equal scores keep their first-stage
    order (a stable sort, so ties are never broken at random);
-2. the documents whose judgment failed, in first-stage order: they get no score, none is
-   invented, and they rank below every judged document;
+2. the documents whose judgment failed or that the early exit left unjudged, in
+   first-stage order: they get no score, none is invented, and they rank below every
+   judged document;
 3. the documents beyond ``depth``, in first-stage order, never judged.
 
 Resuming: pass the client a :class:`~rank1_integrations.store.JudgmentStore` as its cache.
@@ -31,13 +35,16 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
+from ..client import RELEVANT_THRESHOLD, _NotJudged
+from ..errors import JudgmentError
 from ..judgment import Judgment
 from ..ranking import rank_order
 from .io import Document, ranked_docids
@@ -58,8 +65,8 @@ class EvalInputError(ValueError):
     """The inputs do not fit together (a query of the run has no text, a document no entry)."""
 
 
-class _AsyncJudge(Protocol):
-    async def ajudge(self, query: str, passage: str, *, title: str | None = None) -> Judgment: ...
+if TYPE_CHECKING:
+    from ..client import Rank1Client
 
 
 class CountingCache:
@@ -109,6 +116,8 @@ class RerankResult:
     elapsed_s: float = 0.0
     #: True when the run stopped early after ``max_failures``; rankings are then partial.
     aborted: bool = False
+    #: Documents left unjudged by ``stop_after_relevant`` (not in :attr:`judgments`).
+    skipped: int = 0
 
     def run_scores(self) -> dict[str, dict[str, float]]:
         """The rankings as TREC scores: position i of n gets ``float(n - i)``.
@@ -190,7 +199,7 @@ def _sample(items: Sequence[str], n: int = 5) -> str:
 
 
 async def arerank_run(
-    client: _AsyncJudge,
+    client: Rank1Client,
     queries: Mapping[str, str],
     corpus: Mapping[str, Document],
     run: Mapping[str, Mapping[str, float]],
@@ -200,42 +209,64 @@ async def arerank_run(
     max_failures: int | None = None,
     progress: bool = True,
     on_judgment: Callable[[str, str, Judgment], None] | None = None,
+    stop_after_relevant: int | None = None,
+    relevant_threshold: float = RELEVANT_THRESHOLD,
 ) -> RerankResult:
     """Rerank ``run`` with ``client`` (async). See :func:`rerank_run`."""
     if concurrency <= 0:
         raise ValueError(f"concurrency must be positive, got {concurrency}")
     orders, pairs = plan_pairs(queries, corpus, run, depth)
+    qids = list(orders)
+    empty = [qid for qid in qids if not queries[qid].strip()]
+    if empty:
+        raise EvalInputError(
+            f"{len(empty)} quer{'y' if len(empty) == 1 else 'ies'} of the run with an empty "
+            f"text: {_sample(empty)}"
+        )
+    heads = {qid: orders[qid][:depth] for qid in qids}
+    client._checked(None, "fallback", None, stop_after_relevant, relevant_threshold)
+    jobs = client._jobs(
+        [(queries[qid], [{"text": corpus[d].text, "title": corpus[d].title} for d in heads[qid]])
+         for qid in qids],
+        instruction=None, deadline=None, stop_after_relevant=stop_after_relevant,
+        relevant_threshold=relevant_threshold,
+    )
     judgments: dict[str, dict[str, Judgment]] = {qid: {} for qid in orders}
     failures: list[PairFailure] = []
-    todo: Iterator[tuple[str, str]] = iter(pairs)
+    skipped = 0
     stop = False
     bar = _progress_bar(len(pairs), progress)
     started = time.monotonic()
-
-    async def worker() -> None:
-        nonlocal stop
-        for qid, docid in todo:  # a shared iterator: each pair goes to one worker
-            if stop:
-                return
-            doc = corpus[docid]
-            try:
-                judgment = await client.ajudge(queries[qid], doc.text, title=doc.title)
-            except Exception as exc:  # noqa: BLE001 - every failure is recorded, none hidden
-                message = f"{type(exc).__name__}: {exc}"
-                judgment = Judgment(relevant=None, score=None, error=message)
-                failures.append(PairFailure(qid, docid, message))
-                if max_failures is not None and len(failures) >= max_failures:
-                    stop = True
-            judgments[qid][docid] = judgment
-            if on_judgment is not None:
-                on_judgment(qid, docid, judgment)
-            if bar is not None:
-                bar.update(1)
-                if failures:
-                    bar.set_postfix(failed=len(failures), refresh=False)
-
     try:
-        await asyncio.gather(*(worker() for _ in range(min(concurrency, max(len(pairs), 1)))))
+        if pairs:
+            client._session.check_loop()
+            outcomes = client._outcomes(jobs, workers=concurrency)
+            async with contextlib.aclosing(outcomes):
+                async for number, outcome in outcomes:
+                    qid = qids[number]
+                    docid = heads[qid][outcome.index]
+                    if bar is not None:
+                        bar.update(1)
+                    if isinstance(outcome, _NotJudged):
+                        skipped += 1
+                        continue
+                    if isinstance(outcome, JudgmentError):
+                        # every failure is recorded, none hidden
+                        message = f"{type(outcome).__name__}: {outcome}"
+                        judgment = Judgment(
+                            index=outcome.index, relevant=None, score=None, error=message
+                        )
+                        failures.append(PairFailure(qid, docid, message))
+                    else:
+                        judgment = outcome
+                    judgments[qid][docid] = judgment
+                    if on_judgment is not None:
+                        on_judgment(qid, docid, judgment)
+                    if bar is not None and failures:
+                        bar.set_postfix(failed=len(failures), refresh=False)
+                    if max_failures is not None and len(failures) >= max_failures:
+                        stop = True  # nothing more starts; what is in flight is cancelled
+                        break
     finally:
         if bar is not None:
             bar.close()
@@ -247,11 +278,12 @@ async def arerank_run(
         pairs=sum(len(v) for v in judgments.values()),
         elapsed_s=time.monotonic() - started,
         aborted=stop,
+        skipped=skipped,
     )
 
 
 def rerank_run(
-    client: _AsyncJudge,
+    client: Rank1Client,
     queries: Mapping[str, str],
     corpus: Mapping[str, Document],
     run: Mapping[str, Mapping[str, float]],
@@ -261,6 +293,8 @@ def rerank_run(
     max_failures: int | None = None,
     progress: bool = True,
     on_judgment: Callable[[str, str, Judgment], None] | None = None,
+    stop_after_relevant: int | None = None,
+    relevant_threshold: float = RELEVANT_THRESHOLD,
 ) -> RerankResult:
     """Rerank the top ``depth`` documents of every query of ``run`` with rank1.
 
@@ -269,7 +303,9 @@ def rerank_run(
     (``{qid: {docid: score}}``). At most ``concurrency`` judgments are in flight (the
     client may limit further). A failed judgment is recorded, not raised; with
     ``max_failures`` the run stops starting new judgments once that many failed and the
-    result is marked ``aborted``. ``progress`` draws a tqdm bar on stderr.
+    result is marked ``aborted`` (judgments in flight then are cancelled). With
+    ``stop_after_relevant`` each query stops once that many of its judgments score
+    ``>= relevant_threshold``. ``progress`` draws a tqdm bar on stderr.
     """
 
     async def main() -> RerankResult:
@@ -284,6 +320,8 @@ def rerank_run(
                 max_failures=max_failures,
                 progress=progress,
                 on_judgment=on_judgment,
+                stop_after_relevant=stop_after_relevant,
+                relevant_threshold=relevant_threshold,
             )
         finally:
             # The client opened HTTP connections bound to this event loop, which ends here:

@@ -6,8 +6,12 @@ stop-string tokens kept in the logprobs, ``finish_reason``/``stop_reason``) and
 model's: P(true) follows the share of query words found in the passage
 (:func:`overlap_score`), which makes results predictable in tests. It is no relevance model.
 
-Options: a fixed ``delay`` per request and a ``concurrency`` cap (requests beyond it wait),
-to measure a client against a server of known speed. ``requests`` counts what it served.
+Options: a fixed ``delay`` per request (or ``delay_for(passage)``, a delay per passage)
+and a ``concurrency`` cap (requests beyond it wait), to measure a client against a server
+of known speed. ``requests`` counts what it served; ``log`` records each completion
+request (its passage, when it started and ended, and whether the client went away while
+it was being worked on: a delay is spent watching the connection, and a client that
+closes it frees the slot at once, as rank1-server does); ``disconnects`` counts those.
 
 Usage::
 
@@ -25,10 +29,13 @@ import contextlib
 import json
 import math
 import re
+import select
+import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -45,7 +52,8 @@ from ..protocol import (
 )
 
 __all__ = [
-    "FakeRank1Server", "fake_server_process", "free_port", "overlap_score", "prompt_token_count",
+    "FakeRank1Server", "RequestRecord", "fake_server_process", "free_port", "overlap_score",
+    "prompt_token_count",
 ]
 
 _WORD = re.compile(r"[a-z0-9]+")
@@ -58,6 +66,31 @@ def overlap_score(query: str, passage: str) -> float:
     found = words & set(_WORD.findall(passage.lower()))
     share = len(found) / len(words) if words else 0.0
     return 1.0 / (1.0 + math.exp(-6.0 * (share - 0.5)))
+
+
+@dataclass
+class RequestRecord:
+    """One completion (or chat) request the fake worked on."""
+
+    #: The passage of its rank1 prompt (``None`` when it is no rank1 prompt).
+    passage: str | None
+    #: ``time.monotonic()`` when its work began (after waiting for a slot) and ended.
+    started: float
+    ended: float | None = None
+    #: True when the client closed the connection before the answer was sent.
+    disconnected: bool = False
+
+
+def _passage_in(body: dict[str, Any]) -> str | None:
+    prompt = body.get("prompt")
+    if prompt is None:
+        messages = body.get("messages") or []
+        prompt = messages[-1].get("content", "") + "\n" + THINK_START if messages else None
+    if not isinstance(prompt, str):
+        return None
+    forced = parse_forced_answer_prompt(prompt)
+    parsed = parse_prompt(forced[0] if forced is not None else prompt)
+    return parsed[1] if parsed is not None else None
 
 
 def _answer_top(p_true: float) -> dict[str, float]:
@@ -105,24 +138,66 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
             return
         with self.server.slots:
+            record = RequestRecord(_passage_in(body), time.monotonic())
             with self.server.count_lock:
                 self.server.requests += 1
-            if self.server.delay:
-                time.sleep(self.server.delay)
-            status, payload = handler(body)
+                self.server.log.append(record)
+            delay = self.server.delay
+            if self.server.delay_for is not None and record.passage is not None:
+                delay = self.server.delay_for(record.passage)
+            gone = delay > 0 and self._client_left_within(delay)
+            if not gone:
+                status, payload = handler(body)
+            record.ended = time.monotonic()
+            if gone:
+                record.disconnected = True
+                with self.server.count_lock:
+                    self.server.disconnects += 1
+                self.close_connection = True
+                return  # the slot is freed at once
         self._send(status, payload)
+
+    def _client_left_within(self, seconds: float) -> bool:
+        """Spend ``seconds`` watching the connection; True as soon as the client closes it."""
+        end = time.monotonic() + seconds
+        sock = self.connection
+        while (left := end - time.monotonic()) > 0:
+            readable, _, _ = select.select([sock], [], [], left)
+            if not readable:
+                return False
+            try:
+                data = sock.recv(1, socket.MSG_PEEK)
+            except OSError:
+                return True
+            if not data:
+                return True
+            time.sleep(left)  # bytes of a next request: nothing to watch for
+            return False
+        return False
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 512
 
-    def __init__(self, address: tuple[str, int], delay: float, concurrency: int | None) -> None:
+    def __init__(
+        self, address: tuple[str, int], delay: float, concurrency: int | None,
+        delay_for: Callable[[str], float] | None = None,
+    ) -> None:
         super().__init__(address, _Handler)
         self.delay = delay
+        self.delay_for = delay_for
         self.slots = threading.BoundedSemaphore(concurrency or 10_000)
         self.count_lock = threading.Lock()
         self.requests = 0
+        self.disconnects = 0
+        self.log: list[RequestRecord] = []
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet about clients that went away (cancelled requests); loud about the rest."""
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
 
     def completion(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         prompt = body.get("prompt")
@@ -220,8 +295,9 @@ class FakeRank1Server:
     def __init__(
         self, *, delay: float = 0.0, concurrency: int | None = None,
         host: str = "127.0.0.1", port: int = 0,
+        delay_for: Callable[[str], float] | None = None,
     ) -> None:
-        self._server = _Server((host, port), delay, concurrency)
+        self._server = _Server((host, port), delay, concurrency, delay_for)
         self._thread: threading.Thread | None = None
 
     @property
@@ -233,6 +309,17 @@ class FakeRank1Server:
     def requests(self) -> int:
         """Requests served so far (completions and chat)."""
         return self._server.requests
+
+    @property
+    def disconnects(self) -> int:
+        """Requests whose client closed the connection before the answer (cancelled)."""
+        return self._server.disconnects
+
+    @property
+    def log(self) -> list[RequestRecord]:
+        """Every completion/chat request worked on so far, in the order they began."""
+        with self._server.count_lock:
+            return list(self._server.log)
 
     def start(self) -> FakeRank1Server:
         self._thread = threading.Thread(
