@@ -214,3 +214,20 @@ async def test_langchain_per_call_budget_overrides_the_instance(slow_client: Ran
     with pytest.raises(ValueError, match="deadline"):
         reranker.compress_documents(docs, QUERY, deadline=-1.0)
     await slow_client.aclose()
+
+
+def test_llama_index_per_call_deadline_through_call_options(
+    slow_client: Rank1Client, events: Events
+) -> None:
+    """A query engine hands the reranker only nodes and the query: ``call_options`` carries
+    a per-call deadline there, for the calls inside the ``with`` block only."""
+    reranker = LlamaIndexRerank(client=slow_client, top_n=len(CORPUS))
+    engine = engine_over(reranker)
+    started = time.monotonic()
+    with reranker.call_options(deadline=1.0):
+        response = engine.query(QUERY)
+    assert time.monotonic() - started < 2.5
+    unjudged = [n for n in response.source_nodes if not n.node.metadata["rank1_judged"]]
+    assert [n.node.node_id for n in unjudged] == [SLOW]
+    assert "deadline" in unjudged[0].node.metadata["rank1_error"]
+    assert reranker._call_options()["deadline"] is None  # outside the block: the instance's
