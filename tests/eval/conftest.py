@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -113,6 +113,8 @@ class Collection:
 
     #: The reranking depth the tests use.
     depth: int = DEPTH
+    #: The query texts by id.
+    texts: dict[str, str] = field(default_factory=lambda: dict(QUERIES))
 
     @property
     def pairs(self) -> int:

@@ -286,8 +286,6 @@ def test_missing_inputs_are_named(collection, capsys) -> None:
 def test_stop_after_relevant_reports_the_trade_off(
     collection, fake_server, tmp_path, capsys
 ) -> None:
-    from conftest import DEPTH, QUERIES
-
     from rank1_integrations.testing import overlap_score
 
     store = str(tmp_path / "s.sqlite")
@@ -300,9 +298,9 @@ def test_stop_after_relevant_reports_the_trade_off(
     # the early exit judges each query's first-stage prefix up to its first relevant one
     expected = 0
     for qid, docs in collection.first_stage.items():
-        for _, title, text, _ in docs[:DEPTH]:
+        for _, title, text, _ in docs[: collection.depth]:
             expected += 1
-            if overlap_score(QUERIES[qid], f"{title} {text}") >= 0.5:
+            if overlap_score(collection.texts[qid], f"{title} {text}") >= 0.5:
                 break
     assert ex["early_exit"]["judgments"] == expected < ex["full"]["judgments"]
     assert ex["early_exit"]["unjudged"] == collection.pairs - expected
