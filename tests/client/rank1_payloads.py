@@ -261,23 +261,15 @@ def body_of(request: httpx.Request) -> dict[str, Any]:
     return json.loads(request.content)
 
 
-class RecordingServer:
-    """A loopback HTTP server that records each request (path, headers, JSON body) and
-    answers every POST with ``payload``, after answering the first ones with the HTTP
-    statuses in ``fail_first``. For tests of what the default HTTP stack sends (the SDK's
-    own client is not httpx, so respx cannot see it)."""
+class LoopbackServer:
+    """A loopback HTTP/1.1 server in a thread, for tests of what the SDK's default HTTP
+    stack (aiohttp: respx cannot see it) sends and survives. Subclasses answer each POST
+    in :meth:`answer`, given the request handler."""
 
-    def __init__(
-        self, payload: dict[str, Any] | None = None, *, fail_first: tuple[int, ...] = (),
-        delay: float = 0.0,
-    ) -> None:
+    def __init__(self) -> None:
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-        self.payload = payload or vllm_completion()
-        self.fail_first = list(fail_first)
-        self.delay = delay
-        self.requests: list[tuple[str, dict[str, str], dict[str, Any]]] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -287,30 +279,21 @@ class RecordingServer:
                 pass
 
             def do_POST(self) -> None:  # noqa: N802
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                outer.requests.append((self.path, headers, json.loads(raw or b"{}")))
-                status = outer.fail_first.pop(0) if outer.fail_first else 200
-                if outer.delay:
-                    time.sleep(outer.delay)
-                answer = outer.payload if status == 200 else {"error": {"message": "failed"}}
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                outer.answer(self)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def answer(self, handler: Any) -> None:
+        raise NotImplementedError
 
     @property
     def base_url(self) -> str:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}/v1"
 
-    def __enter__(self) -> RecordingServer:
+    def __enter__(self) -> Any:
         self._thread.start()
         return self
 
@@ -318,6 +301,36 @@ class RecordingServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+class RecordingServer(LoopbackServer):
+    """Records each request (path, headers, JSON body) and answers every POST with
+    ``payload``, after answering the first ones with the HTTP statuses in ``fail_first``."""
+
+    def __init__(
+        self, payload: dict[str, Any] | None = None, *, fail_first: tuple[int, ...] = (),
+        delay: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.payload = payload or vllm_completion()
+        self.fail_first = list(fail_first)
+        self.delay = delay
+        self.requests: list[tuple[str, dict[str, str], dict[str, Any]]] = []
+
+    def answer(self, handler: Any) -> None:
+        raw = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+        headers = {k.lower(): v for k, v in handler.headers.items()}
+        self.requests.append((handler.path, headers, json.loads(raw or b"{}")))
+        status = self.fail_first.pop(0) if self.fail_first else 200
+        if self.delay:
+            time.sleep(self.delay)
+        answer = self.payload if status == 200 else {"error": {"message": "failed"}}
+        data = json.dumps(answer).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
 
 
 def http_client() -> httpx.AsyncClient:

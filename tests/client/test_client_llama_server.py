@@ -12,8 +12,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -21,6 +19,7 @@ import pytest
 import respx
 from rank1_payloads import (
     BASE_URL,
+    LoopbackServer,
     body_of,
     http_client,
     llama_server_completion,
@@ -103,61 +102,40 @@ async def test_streamed_requests_ask_to_close_the_connection(
     assert body_of(plain)["preserved_tokens"] == ["</think>"]
 
 
-class LlamaServerLike:
+class LlamaServerLike(LoopbackServer):
     """A loopback server that behaves like llama-server's HTTP layer: a streamed response
     is chunked, announces keep-alive, and the connection is closed after it (unless the
     request asked for ``Connection: close``: then the response says so)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.requests: list[dict[str, Any]] = []
-        outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append(body)
-                asked_close = self.headers.get("Connection", "").lower() == "close"
-                self.send_response(200)
-                if asked_close:
-                    self.send_header("Connection", "close")
-                else:
-                    self.send_header("Keep-Alive", "timeout=5, max=100")
-                if not body.get("stream"):
-                    data = json.dumps(llama_server_completion()).encode()
-                    self.send_header("Content-Type", "application/json; charset=utf-8")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                    return
-                self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
-                for event in llama_server_sse().split(b"\n\n")[:-1]:
-                    event += b"\n\n"
-                    self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
-                self.wfile.write(b"0\r\n\r\n")
-                self.wfile.flush()
-                self.close_connection = True  # what llama-server does, unannounced
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        host, port = self._server.server_address[:2]
-        self.base_url = f"http://{host}:{port}/v1"
-
-    def __enter__(self) -> LlamaServerLike:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+    def answer(self, handler: Any) -> None:
+        body = json.loads(handler.rfile.read(int(handler.headers["Content-Length"])))
+        self.requests.append(body)
+        asked_close = handler.headers.get("Connection", "").lower() == "close"
+        handler.send_response(200)
+        if asked_close:
+            handler.send_header("Connection", "close")
+        else:
+            handler.send_header("Keep-Alive", "timeout=5, max=100")
+        if not body.get("stream"):
+            data = json.dumps(llama_server_completion()).encode()
+            handler.send_header("Content-Type", "application/json; charset=utf-8")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+            return
+        handler.send_header("Content-Type", "text/event-stream")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        for event in llama_server_sse().split(b"\n\n")[:-1]:
+            event += b"\n\n"
+            handler.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+        handler.wfile.write(b"0\r\n\r\n")
+        handler.wfile.flush()
+        handler.close_connection = True  # what llama-server does, unannounced
 
 
 @pytest.mark.parametrize("concurrency", [1, 4])

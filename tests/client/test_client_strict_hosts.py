@@ -10,8 +10,6 @@ field, and never again to that host.
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -21,6 +19,7 @@ from rank1_payloads import (
     BASE_URL,
     FALSE_ID,
     TRUE_ID,
+    LoopbackServer,
     body_of,
     chat_reply,
     http_client,
@@ -205,54 +204,33 @@ async def test_other_400s_still_fail_at_once(respx_mock: respx.MockRouter, error
     assert client._sdk.rejected == frozenset()
 
 
-class StrictServer:
+class StrictServer(LoopbackServer):
     """A loopback OpenAI-style strict host, for the SDK's default HTTP stack (aiohttp),
     streamed requests included."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.bodies: list[dict[str, Any]] = []
-        outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.bodies.append(body)
-                unknown = sorted(k for k in body if k not in OPENAI_COMPLETIONS)
-                if unknown:
-                    status, data = 400, openai_refusal(unknown).content
-                    ctype = "application/json"
-                elif body.get("stream"):
-                    status, ctype = 200, "text/event-stream"
-                    data = (f"data: {json.dumps(vllm_completion())}\n\n"
-                            "data: [DONE]\n\n").encode()
-                else:
-                    status, ctype = 200, "application/json"
-                    data = json.dumps(vllm_completion()).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        host, port = self._server.server_address[:2]
-        self.base_url = f"http://{host}:{port}/v1"
-
-    def __enter__(self) -> StrictServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+    def answer(self, handler: Any) -> None:
+        body = json.loads(handler.rfile.read(int(handler.headers["Content-Length"])))
+        self.bodies.append(body)
+        unknown = sorted(k for k in body if k not in OPENAI_COMPLETIONS)
+        if unknown:
+            status, data = 400, openai_refusal(unknown).content
+            ctype = "application/json"
+        elif body.get("stream"):
+            status, ctype = 200, "text/event-stream"
+            data = (f"data: {json.dumps(vllm_completion())}\n\n"
+                    "data: [DONE]\n\n").encode()
+        else:
+            status, ctype = 200, "application/json"
+            data = json.dumps(vllm_completion()).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", ctype)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
 
 
 async def test_strict_loopback_host_over_the_default_stack() -> None:
