@@ -89,25 +89,11 @@ def _q4_0(rng: np.random.Generator, rows: int, cols: int, std: float) -> np.ndar
     return out
 
 
-def _banned(vocab) -> np.ndarray:
-    """Tokens greedy decoding must never pick: special, padding, and invalid UTF-8 alone."""
-    from rank1_server.models.vocab import TOKEN_CONTROL, TOKEN_UNUSED, token_bytes
-
-    banned = np.zeros(vocab.size, dtype=bool)
-    for i, (tok, kind) in enumerate(zip(vocab.tokens, vocab.token_types, strict=True)):
-        if kind in (TOKEN_CONTROL, TOKEN_UNUSED):
-            banned[i] = True
-            continue
-        try:
-            token_bytes(tok, kind).decode("utf-8")
-        except UnicodeDecodeError:
-            banned[i] = True
-    return banned
-
-
 def write_q4_0_model(path: str | Path, shape: Shape = RANK1_7B, *, seed: int = 0) -> Path:
     """Write the model and return its path (the same arguments give the same bytes)."""
     import gguf
+    from rank1_server.models.gguf_writer import add_vocabulary
+    from rank1_server.models.random_model import banned_tokens
     from rank1_server.models.vocab import build_vocabulary, pad_vocabulary
 
     vocab = build_vocabulary(think_end_special=True)
@@ -131,14 +117,7 @@ def write_q4_0_model(path: str | Path, shape: Shape = RANK1_7B, *, seed: int = 0
     w.add_layer_norm_rms_eps(1e-6)
     w.add_rope_freq_base(1_000_000.0)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_0)
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("qwen2")
-    w.add_token_list(list(vocab.tokens))
-    w.add_token_types(list(vocab.token_types))
-    w.add_token_merges(list(vocab.merges))
-    w.add_bos_token_id(vocab.eos_id)
-    w.add_eos_token_id(vocab.eos_id)
-    w.add_add_bos_token(False)
+    add_vocabulary(w, vocab)
 
     q4 = gguf.GGMLQuantizationType.Q4_0
 
@@ -158,7 +137,7 @@ def write_q4_0_model(path: str | Path, shape: Shape = RANK1_7B, *, seed: int = 0
     add_f32("output_norm.weight", norm)
     out = _q4_0(rng, V, E, 3 / np.sqrt(E))
     out[:, 0, 2] = (out[:, 0, 2] & 0xF0) | 0x08  # weight 0 of the bias channel
-    banned = _banned(vocab)
+    banned = banned_tokens(vocab)
     out[banned] = 0
     out[banned, 0, :2] = _scale_bytes(SUPPRESS / 8)
     out[banned, 0, 2:] = 0x88

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .vocab import Vocabulary
 
-__all__ = ["LayerWeights", "Qwen2Config", "Qwen2Weights", "write_qwen2_gguf"]
+__all__ = ["LayerWeights", "Qwen2Config", "Qwen2Weights", "add_vocabulary", "write_qwen2_gguf"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,19 @@ def _check(name: str, arr: np.ndarray, shape: tuple[int, ...]) -> None:
         raise ValueError(f"tensor {name} holds NaN or inf")
 
 
+def add_vocabulary(writer: Any, vocab: Vocabulary) -> None:
+    """Write ``vocab`` into a ``gguf.GGUFWriter`` as a byte-level BPE (``gpt2``/``qwen2``)
+    tokenizer, EOS doubling as BOS, no BOS added to prompts."""
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("qwen2")
+    writer.add_token_list(list(vocab.tokens))
+    writer.add_token_types(list(vocab.token_types))
+    writer.add_token_merges(list(vocab.merges))
+    writer.add_bos_token_id(vocab.eos_id)
+    writer.add_eos_token_id(vocab.eos_id)
+    writer.add_add_bos_token(False)
+
+
 def write_qwen2_gguf(
     path: str | Path,
     vocab: Vocabulary,
@@ -149,14 +163,7 @@ def write_qwen2_gguf(
     for key, value in (extra_metadata or {}).items():
         writer.add_string(key, value)
 
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("qwen2")
-    writer.add_token_list(list(vocab.tokens))
-    writer.add_token_types(list(vocab.token_types))
-    writer.add_token_merges(list(vocab.merges))
-    writer.add_bos_token_id(vocab.eos_id)
-    writer.add_eos_token_id(vocab.eos_id)
-    writer.add_add_bos_token(False)
+    add_vocabulary(writer, vocab)
 
     mat = np.float16 if dtype == "f16" else np.float32
     emb = np.float16 if embedding_dtype == "f16" else np.float32

@@ -25,9 +25,16 @@ from pathlib import Path
 import numpy as np
 
 from .gguf_writer import LayerWeights, Qwen2Config, Qwen2Weights, write_qwen2_gguf
-from .vocab import TOKEN_CONTROL, TOKEN_UNUSED, build_vocabulary, pad_vocabulary, token_bytes
+from .vocab import (
+    TOKEN_CONTROL,
+    TOKEN_UNUSED,
+    Vocabulary,
+    build_vocabulary,
+    pad_vocabulary,
+    token_bytes,
+)
 
-__all__ = ["write_random_model"]
+__all__ = ["banned_tokens", "write_random_model"]
 
 _SUPPRESS = 60.0  # logit penalty (times the normalised bias channel) for banned tokens
 
@@ -72,16 +79,7 @@ def write_random_model(
         n_ff=n_ff,
         n_ctx=n_ctx,
     )
-    banned = np.zeros(vocab.size, dtype=bool)
-    for i, (tok, kind) in enumerate(zip(vocab.tokens, vocab.token_types, strict=True)):
-        if kind in (TOKEN_CONTROL, TOKEN_UNUSED):
-            banned[i] = True
-            continue
-        try:
-            token_bytes(tok, kind).decode("utf-8")
-        except UnicodeDecodeError:
-            banned[i] = True
-    weights = _random_weights(cfg, np.random.default_rng(seed), banned)
+    weights = _random_weights(cfg, np.random.default_rng(seed), banned_tokens(vocab))
     return write_qwen2_gguf(
         path,
         vocab,
@@ -94,6 +92,21 @@ def write_random_model(
         ),
         dtype=dtype,
     )
+
+
+def banned_tokens(vocab: Vocabulary) -> np.ndarray:
+    """Tokens a random model must never pick greedily: special, padding, and those whose
+    bytes alone are not valid UTF-8 (a boolean mask over the vocabulary)."""
+    banned = np.zeros(vocab.size, dtype=bool)
+    for i, (tok, kind) in enumerate(zip(vocab.tokens, vocab.token_types, strict=True)):
+        if kind in (TOKEN_CONTROL, TOKEN_UNUSED):
+            banned[i] = True
+            continue
+        try:
+            token_bytes(tok, kind).decode("utf-8")
+        except UnicodeDecodeError:
+            banned[i] = True
+    return banned
 
 
 def _random_weights(cfg: Qwen2Config, rng: np.random.Generator, banned: np.ndarray) -> Qwen2Weights:
