@@ -171,32 +171,19 @@ def _run(args: argparse.Namespace) -> int:
             on_error="raise",
             cache=cache if cache is not None else True,
         )
-        try:
-            result = rerank_run(
-                client,
-                queries,
-                corpus,
-                first_stage,
-                depth=args.depth,
-                concurrency=args.concurrency,
-                max_failures=args.max_failures,
-                progress=not args.no_progress,
+        def run(**options: Any):
+            return rerank_run(
+                client, queries, corpus, first_stage, depth=args.depth,
+                concurrency=args.concurrency, max_failures=args.max_failures, **options,
             )
+
+        try:
+            result = run(progress=not args.no_progress)
             early = None
             if args.stop_after_relevant is not None and not result.aborted:
                 counted = (cache.hits, cache.misses, cache.puts) if cache is not None else None
                 # replays the full run's judgments (the cache holds them), first-stage order
-                early = rerank_run(
-                    client,
-                    queries,
-                    corpus,
-                    first_stage,
-                    depth=args.depth,
-                    concurrency=args.concurrency,
-                    max_failures=args.max_failures,
-                    progress=False,
-                    stop_after_relevant=args.stop_after_relevant,
-                )
+                early = run(progress=False, stop_after_relevant=args.stop_after_relevant)
                 if cache is not None and counted is not None:  # the replay is not the run
                     cache.hits, cache.misses, cache.puts = counted
         finally:
