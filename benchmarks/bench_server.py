@@ -41,6 +41,7 @@ from pathlib import Path
 
 from rank1_server.backend import default_threads
 from rank1_server.models import write_random_model
+from rank1_server.testing import LLAMA_CPP_PYTHON_SERVER_NO_REPACK
 
 from rank1_integrations import Rank1Client
 from rank1_integrations._spawn import free_port, spawn_server
@@ -54,14 +55,6 @@ WORDS = (
     "harbours see the sea level rise and fall twice each day as gravity and rotation "
     "combine with the shape of the shore to make some tides far larger than others"
 ).split()
-#: llama-cpp-python's server has no switch for repacking: turn it off in the defaults.
-LCP_LAUNCHER = (
-    "import sys, llama_cpp.llama_cpp as lib\n"
-    "d = lib.llama_model_default_params\n"
-    "def p():\n    x = d(); x.use_extra_bufts = False; return x\n"
-    "lib.llama_model_default_params = p\n"
-    "from llama_cpp.server.__main__ import main\nsys.argv[0] = 'llama_cpp.server'\nmain()\n"
-)
 
 
 def passages(n: int) -> list[str]:
@@ -100,10 +93,10 @@ def llama_server(binary: Path, model: Path, threads: int, slots: int, n_ctx: int
 
 def llama_cpp_python_server(model: Path, threads: int, n_ctx: int):
     port = free_port()
-    return serve([sys.executable, "-c", LCP_LAUNCHER, "--model", str(model), "--port",
-                  str(port), "--n_ctx", str(n_ctx), "--logits_all", "true", "--n_threads",
-                  str(threads), "--n_threads_batch", str(threads), "--verbose", "false",
-                  "--model_alias", "bench"], port, "/v1/models")
+    return serve([sys.executable, "-c", LLAMA_CPP_PYTHON_SERVER_NO_REPACK, "--model", str(model),
+                  "--port", str(port), "--n_ctx", str(n_ctx), "--logits_all", "true",
+                  "--n_threads", str(threads), "--n_threads_batch", str(threads),
+                  "--verbose", "false", "--model_alias", "bench"], port, "/v1/models")
 
 
 def tokens(judgments: list[Judgment]) -> int:

@@ -26,7 +26,26 @@ import httpx
 
 from rank1_integrations._spawn import free_port
 
-__all__ = ["running_server", "free_port"]
+__all__ = ["LLAMA_CPP_PYTHON_SERVER_NO_REPACK", "running_server", "free_port"]
+
+#: ``python -c`` code that runs llama-cpp-python's own server (``python -m
+#: llama_cpp.server``, same arguments) with llama.cpp's weight repacking off: that server
+#: has no switch for it, so this turns it off in the model parameters every ``Llama``
+#: starts from (the AMX trap of sandboxed CPUs: see ``rank1-server --no-repack``). For the
+#: tests and benchmarks that compare against that server.
+LLAMA_CPP_PYTHON_SERVER_NO_REPACK = """
+import sys
+import llama_cpp.llama_cpp as lib
+_default = lib.llama_model_default_params
+def _no_repack():
+    params = _default()
+    params.use_extra_bufts = False
+    return params
+lib.llama_model_default_params = _no_repack
+from llama_cpp.server.__main__ import main
+sys.argv[0] = "llama_cpp.server"
+main()
+"""
 
 
 @contextmanager

@@ -20,6 +20,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from rank1_server.testing import LLAMA_CPP_PYTHON_SERVER_NO_REPACK
+
 from rank1_integrations._spawn import free_port, spawn_server
 
 __all__ = [
@@ -32,21 +34,6 @@ __all__ = [
 
 REPO = Path(__file__).resolve().parents[2]
 
-#: llama-cpp-python's server has no switch for repacking: this launcher turns it off in
-#: the model parameters every ``Llama`` starts from, then runs the server's own main.
-_LCP_LAUNCHER = """
-import sys
-import llama_cpp.llama_cpp as lib
-_default = lib.llama_model_default_params
-def _no_repack():
-    params = _default()
-    params.use_extra_bufts = False
-    return params
-lib.llama_model_default_params = _no_repack
-from llama_cpp.server.__main__ import main
-sys.argv[0] = "llama_cpp.server"
-main()
-"""
 
 
 def cache_dir() -> Path:
@@ -113,7 +100,7 @@ def llama_cpp_python_server(
     """llama-cpp-python's OpenAI server (``python -m llama_cpp.server``)."""
     port = free_port()
     command = [
-        sys.executable, "-c", _LCP_LAUNCHER, "--model", os.fspath(model),
+        sys.executable, "-c", LLAMA_CPP_PYTHON_SERVER_NO_REPACK, "--model", os.fspath(model),
         "--model_alias", alias, "--host", "127.0.0.1", "--port", str(port),
         "--n_ctx", str(n_ctx), "--n_threads", "1", "--n_threads_batch", "1",
     ]
