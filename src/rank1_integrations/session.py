@@ -253,9 +253,10 @@ class HttpSession:
         """The running loop's concurrency bound (``concurrency`` judgments in flight)."""
         return self._state().semaphore
 
-    async def acquire(self, tokens: int) -> None:
+    async def acquire(self, tokens: Callable[[], int]) -> None:
         """Wait until the running loop's budgets let one more request through, one that
-        may cost up to ``tokens`` tokens (see :func:`~.transports.sdk.token_estimate`),
+        may cost up to ``tokens()`` tokens (see :func:`~.transports.sdk.token_estimate`;
+        only called under a token budget, so requests without one pay nothing for it),
         then take them. Without budgets, returns at once.
 
         A request estimated above the token budget's burst can never pass: ValueError,
@@ -263,13 +264,14 @@ class HttpSession:
         state = self._state()
         if state.tokens_budget is not None:
             limiter = state.tokens_budget
-            if tokens > limiter.max_rate:
+            cost = tokens()
+            if cost > limiter.max_rate:
                 raise ValueError(
-                    f"one request may take up to {tokens} tokens (estimated), more than "
+                    f"one request may take up to {cost} tokens (estimated), more than "
                     f"the {limiter.max_rate:g} that max_tokens_per_minute="
                     f"{self.max_tokens_per_minute} lets one request take (half of it)"
                 )
-            await limiter.acquire(tokens)
+            await limiter.acquire(cost)
         if state.requests_budget is not None:
             await state.requests_budget.acquire(1)
 

@@ -264,7 +264,7 @@ class Sdk:
     async def _collect(
         self, endpoint: str, params: dict[str, Any], extra_body: dict[str, Any]
     ) -> list[dict[str, Any]]:
-        await self.session.acquire(token_estimate({**params, **extra_body}))
+        await self.session.acquire(lambda: token_estimate({**params, **extra_body}))
         resource, is_async = self._resource(endpoint)
         kwargs = {**params, "stream": True, "extra_body": extra_body,
                   "extra_headers": STREAM_HEADERS}
@@ -286,7 +286,7 @@ class Sdk:
         return await self.retry(lambda: self._post_json(path, body))
 
     async def _post_json(self, path: str, body: dict[str, Any]) -> Any:
-        await self.session.acquire(token_estimate(body))
+        await self.session.acquire(lambda: token_estimate(body))
         client = self._get_client()
         _count_request()
         try:
@@ -303,7 +303,7 @@ class Sdk:
     async def get(self, path: str) -> Any:
         """``GET`` a path under the base URL (e.g. ``/models``), or an absolute URL; the
         decoded JSON."""
-        await self.session.acquire(0)
+        await self.session.acquire(lambda: 0)
         client = self._get_client()
         if isinstance(client, openai.AsyncOpenAI):
             return await client.get(path, cast_to=object)
