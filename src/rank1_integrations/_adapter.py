@@ -35,6 +35,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
 
+from ._inputs import check_query
 from .client import (
     RELEVANT_THRESHOLD,
     Mode,
@@ -42,7 +43,6 @@ from .client import (
     OnError,
     PassageInput,
     Rank1Client,
-    _check_query,
 )
 from .judgment import Judgment
 from .ranking import rank_order
@@ -286,7 +286,7 @@ class RerankSettings(BaseModel):
         (``instruction``, ``max_reasoning_tokens``, ``deadline``, ``on_deadline``,
         ``stop_after_relevant``; ``None``: not given) override the instance's and
         :meth:`call_options`'."""
-        _check_query(query)
+        check_query(query)
         if not passages:
             return []
         report = None
@@ -308,7 +308,7 @@ class RerankSettings(BaseModel):
     ) -> list[Judgment]:
         """Async twin of :meth:`judge_all` (concurrent, on the running loop);
         ``on_judgment`` may be a coroutine function, awaited per judgment."""
-        _check_query(query)
+        check_query(query)
         if not passages:
             return []
         out: list[Judgment] = []

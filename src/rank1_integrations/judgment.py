@@ -3,12 +3,40 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from enum import Enum
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .protocol import VerdictSource
 
-__all__ = ["Judgment", "total_usage"]
+__all__ = ["Judgment", "JudgmentState", "total_usage"]
+
+
+class JudgmentState(str, Enum):
+    """Whether a passage was judged, failed, or was left unjudged by a budget.
+
+    >>> JudgmentState.DEADLINE.judged, JudgmentState.DEADLINE.unjudged
+    (False, True)
+    """
+
+    #: rank1 gave its verdict (``score`` set).
+    JUDGED = "judged"
+    #: The judgment failed after its retries (kept under ``on_error="keep"``).
+    FAILED = "failed"
+    #: Not judged: the call's ``deadline`` passed first.
+    DEADLINE = "deadline"
+    #: Not judged: ``stop_after_relevant`` relevant judgments were in first.
+    STOPPED_EARLY = "stopped_early"
+
+    @property
+    def judged(self) -> bool:
+        return self is JudgmentState.JUDGED
+
+    @property
+    def unjudged(self) -> bool:
+        """Left unjudged by a budget (it did not fail: it was never finished)."""
+        return self in (JudgmentState.DEADLINE, JudgmentState.STOPPED_EARLY)
 
 
 class Judgment(BaseModel):
@@ -55,13 +83,24 @@ class Judgment(BaseModel):
     cached: bool = False
     #: True when the passage was cut to fit the budget before it was sent.
     truncated: bool = False
-    #: What went wrong, for judgments kept under ``on_error="keep"``.
+    #: What went wrong, for judgments kept under ``on_error="keep"``, or why a budget
+    #: left the passage unjudged.
     error: str | None = None
+    #: Judged, failed, or left unjudged by a budget (and which). A judgment made with
+    #: ``error`` set and no state counts as failed.
+    state: JudgmentState = JudgmentState.JUDGED
+
+    @model_validator(mode="before")
+    @classmethod
+    def _failed_by_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("error") is not None and "state" not in data:
+            return {**data, "state": JudgmentState.FAILED}
+        return data
 
     @property
     def ok(self) -> bool:
         """True when the judgment carries a verdict."""
-        return self.error is None and self.score is not None
+        return self.state is JudgmentState.JUDGED and self.score is not None
 
 
 def total_usage(judgments: Iterable[Judgment]) -> dict[str, int]:

@@ -176,9 +176,8 @@ def _run_outputs(judgments: list[Judgment]) -> dict[str, Any]:
 def _verdict_line(j: Judgment) -> str:
     """The ``on_text`` line of one verdict."""
     if j.score is None:
-        error = j.error or ""
-        if error.startswith("not judged"):
-            return f"rank1: document {j.index} {error}"
-        return f"rank1: document {j.index} failed: {error}"
+        if j.state.unjudged:
+            return f"rank1: document {j.index} {j.error}"
+        return f"rank1: document {j.index} failed: {j.error or ''}"
     verdict = "relevant" if j.relevant else "not relevant"
     return f"rank1: document {j.index} {verdict} (score {j.score:.3f})"

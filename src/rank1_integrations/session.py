@@ -13,7 +13,7 @@ client to use now:
   on, any other raising a RuntimeError that says why.
 * **Rate limits per event loop** (``max_requests_per_minute``, ``max_tokens_per_minute``):
   the :class:`~.transports.sdk.Sdk` asks :meth:`HttpSession.acquire` before it sends
-  each HTTP request, which waits until the budget has room (see :func:`minute_budget`).
+  each HTTP request, which waits on the loop's :class:`~._rate_limit.RateBudgets`.
 * **The background loop** of the sync API, and closing at exit: the SDK clients the
   session made are closed when their loop shuts down, and the background loop when the
   owner is closed, garbage-collected or the interpreter exits.
@@ -33,35 +33,16 @@ from typing import Any, TypeVar
 
 import httpx
 import openai
-from aiolimiter import AsyncLimiter
 
-__all__ = ["BUDGET_WINDOW", "AnyOpenAI", "HttpSession", "InjectedClient", "minute_budget"]
+from ._rate_limit import RateBudgets
+
+__all__ = ["AnyOpenAI", "HttpSession", "InjectedClient"]
 
 AnyOpenAI = openai.AsyncOpenAI | openai.OpenAI
 #: What a caller may hand in as the HTTP client.
 InjectedClient = AnyOpenAI | httpx.AsyncClient | httpx.Client
 
 T = TypeVar("T")
-
-#: The window of the ``*_per_minute`` budgets, in seconds (tests shorten it).
-BUDGET_WINDOW = 60.0
-
-
-def minute_budget(budget: float, burst: float, window: float | None = None) -> AsyncLimiter:
-    """A leaky bucket (aiolimiter's) that lets at most ``budget`` through in any
-    ``window`` seconds (60 by default): it holds ``burst`` and drains ``budget - burst``
-    per window, so a burst and what drains after it add up to the budget. (A bucket that
-    held the whole budget and drained it per minute would let twice the budget through
-    in the minute after a burst.) A budget no larger than the burst drains whole per
-    window: then one burst per window.
-
-    >>> minute_budget(100, 1).max_rate, minute_budget(100, 1).time_period
-    (1, 0.6060606060606061)
-    """
-    window = BUDGET_WINDOW if window is None else window
-    drained = budget - burst if budget > burst else budget
-    return AsyncLimiter(burst, window * burst / drained)
-
 
 @dataclass
 class _LoopState:
@@ -72,9 +53,8 @@ class _LoopState:
     owned: bool
     #: Keeps the loop-shutdown hook of an owned client alive (see _close_at_loop_shutdown).
     closer: Any = None
-    #: The budgets of ``max_requests_per_minute`` / ``max_tokens_per_minute`` (or None).
-    requests_budget: AsyncLimiter | None = None
-    tokens_budget: AsyncLimiter | None = None
+    #: The budgets of ``max_requests_per_minute`` / ``max_tokens_per_minute``.
+    budgets: RateBudgets | None = None
 
 
 class _BackgroundLoop:
@@ -227,11 +207,7 @@ class HttpSession:
                     )
                     owned = injected is None
             state = _LoopState(sdk_client, asyncio.Semaphore(self.concurrency), owned)
-            rpm, tpm = self.max_requests_per_minute, self.max_tokens_per_minute
-            if rpm is not None:
-                state.requests_budget = minute_budget(rpm, 1)  # one at a time, evenly spread
-            if tpm is not None:
-                state.tokens_budget = minute_budget(tpm, tpm / 2)  # a judgment fits
+            state.budgets = RateBudgets(self.max_requests_per_minute, self.max_tokens_per_minute)
             if owned and isinstance(sdk_client, openai.AsyncOpenAI):
                 state.closer = _close_at_loop_shutdown(sdk_client)
                 background = self._background
@@ -239,6 +215,17 @@ class HttpSession:
                     background.closers.append(state.closer)
             self._loops[loop] = state
         return state
+
+    def set_concurrency(self, concurrency: int) -> None:
+        """A new concurrency bound: each loop's semaphore is replaced (judgments in flight
+        release the old one) and the worker pool of a sync client made anew on next use."""
+        with self._lock:
+            self.concurrency = concurrency
+            for state in self._loops.values():
+                state.semaphore = asyncio.Semaphore(concurrency)
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)
 
     def check_loop(self) -> None:
         """Set up the running loop's state now: an injected async client on a foreign loop
@@ -254,26 +241,11 @@ class HttpSession:
         return self._state().semaphore
 
     async def acquire(self, tokens: Callable[[], int]) -> None:
-        """Wait until the running loop's budgets let one more request through, one that
-        may cost up to ``tokens()`` tokens (see :func:`~.transports.sdk.token_estimate`;
-        only called under a token budget, so requests without one pay nothing for it),
-        then take them. Without budgets, returns at once.
-
-        A request estimated above the token budget's burst can never pass: ValueError,
-        naming the numbers (it fails that judgment, not the others)."""
-        state = self._state()
-        if state.tokens_budget is not None:
-            limiter = state.tokens_budget
-            cost = tokens()
-            if cost > limiter.max_rate:
-                raise ValueError(
-                    f"one request may take up to {cost} tokens (estimated), more than "
-                    f"the {limiter.max_rate:g} that max_tokens_per_minute="
-                    f"{self.max_tokens_per_minute} lets one request take (half of it)"
-                )
-            await limiter.acquire(cost)
-        if state.requests_budget is not None:
-            await state.requests_budget.acquire(1)
+        """Wait until the running loop's rate budgets let one more request through (see
+        :meth:`~._rate_limit.RateBudgets.acquire`)."""
+        budgets = self._state().budgets
+        if budgets is not None:
+            await budgets.acquire(tokens)
 
     def _claim_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Bind the injected async client to ``loop`` on its first use; on any other loop

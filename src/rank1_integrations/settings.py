@@ -71,30 +71,57 @@ class ClientSettings(BaseModel):
     model: str = Field(
         default=None, validate_default=True, description="Served model name (RANK1_MODEL)."
     )
-    mode: Mode = Field(default="completions", description="'completions', 'chat' or 'rerank'.")
-    max_reasoning_tokens: int = Field(default=2048, description="Reasoning budget.")
-    instruction: str | None = Field(default=None, description="Relevance definition.")
-    concurrency: int = Field(default=8, description="Requests in flight at once.")
-    timeout: float = Field(default=600.0, description="Seconds per HTTP request.")
-    max_retries: int = Field(default=3, description="Retries after the first try.")
+    mode: Mode = Field(
+        default="completions",
+        description="'completions' (the faithful raw prompt), 'chat' (hosts with only a "
+        "chat API) or 'rerank' (rank1-server's /v1/rerank).",
+    )
+    max_reasoning_tokens: int = Field(
+        default=2048, ge=1, strict=True,
+        description="Reasoning budget per judgment (fitted to the server's context).",
+    )
+    instruction: str | None = Field(
+        default=None,
+        description="Relevance definition: text appended to the query, or a template "
+        "holding {query} / FILL_QUERY_HERE.",
+    )
+    concurrency: int = Field(
+        default=8, ge=1, strict=True, description="Requests in flight at once (per event loop)."
+    )
+    timeout: float = Field(default=600.0, gt=0, description="Seconds per HTTP request.")
+    max_retries: int = Field(
+        default=3, ge=0, strict=True,
+        description="Retries after the first try of each HTTP request (connection errors, "
+        "timeouts, 408/409/429, 5xx, bad 200s; Retry-After honoured).",
+    )
     on_error: OnError = Field(
-        default="raise", description="Failed judgments: 'raise', 'keep' or 'drop'."
+        default="raise",
+        description="Failed judgments: 'raise' (JudgmentError naming the passage), 'keep' "
+        "(error set, no score) or 'drop' (logged).",
     )
     max_passage_chars: int = Field(
-        default=DEFAULT_MAX_PASSAGE_CHARS, description="Passages are cut to this length."
+        default=DEFAULT_MAX_PASSAGE_CHARS, ge=1, strict=True,
+        description="Passages are cut to this length (the judgment says so).",
     )
     answer_token_ids: tuple[int, int] | None = Field(
-        default=None, description="Ids of ' true' and ' false' in the served vocabulary."
+        default=None,
+        description="Ids of ' true' and ' false' in the served vocabulary (else asked of "
+        "the server's /tokenize in completions mode).",
     )
-    retry_backoff: float = Field(default=0.5, description="Seconds of the first retry's wait.")
+    retry_backoff: float = Field(
+        default=0.5, ge=0, description="Seconds of the first retry's wait."
+    )
     allow_text_only: bool = Field(
-        default=False, description="Accept responses without logprobs (0/1 scores)."
+        default=False,
+        description="Accept responses without logprobs (0/1 text-only scores; off: "
+        "retried, then failed).",
     )
     max_requests_per_minute: int | None = Field(
-        default=None, description="Hosted rate limit: requests wait for it (None: no limit)."
+        default=None, ge=1, strict=True,
+        description="Hosted rate limit: requests wait for it (None: no limit).",
     )
     max_tokens_per_minute: int | None = Field(
-        default=None,
+        default=None, ge=1, strict=True,
         description="Hosted token rate limit: requests wait for it (None: no limit).",
     )
 

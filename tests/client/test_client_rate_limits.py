@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from rank1_integrations import Rank1Client, session
-from rank1_integrations.session import minute_budget
+from rank1_integrations import Rank1Client, _rate_limit
+from rank1_integrations._rate_limit import minute_budget
 from rank1_integrations.testing import FakeRank1Server
 from rank1_integrations.transports.sdk import token_estimate
 
@@ -60,7 +60,7 @@ def server() -> Iterator[FakeRank1Server]:
 
 @pytest.fixture(autouse=True)
 def short_window(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(session, "BUDGET_WINDOW", WINDOW)
+    monkeypatch.setattr(_rate_limit, "BUDGET_WINDOW", WINDOW)
 
 
 def _client(server: FakeRank1Server, **options: Any) -> Rank1Client:
@@ -136,7 +136,8 @@ async def test_minute_budget_never_lets_more_than_the_budget_through_a_window() 
 async def test_budgets_are_per_event_loop(server: FakeRank1Server) -> None:
     client = _client(server, max_requests_per_minute=100)
     await client.arerank(QUERY, PASSAGES[:1])
-    here = client._session._state()
+    here = client._session._state().budgets
+    assert here is not None
     assert here.requests_budget is not None and here.tokens_budget is None
     assert here.requests_budget.max_rate == 1
     await client.aclose()

@@ -64,7 +64,7 @@ def test_transports_are_handed_the_clients_session() -> None:
     client = Rank1Client(BASE_URL, model="m")
     assert client.transport.sdk.session is client._session  # type: ignore[attr-defined]
     assert isinstance(client.transport.sdk, Sdk)  # type: ignore[attr-defined]
-    assert client._server_probe is not None and client._server_probe.sdk is client._sdk
+    assert client.transport.probe.sdk is client._sdk  # type: ignore[attr-defined]  # the fitting lives in the completions transport
 
     async def base_url() -> str:
         return client._sdk.base_url()

@@ -87,6 +87,7 @@ async def test_one_span_per_call_with_genai_attributes(
         "rank1.judged": 3,
         "rank1.forced_answers": 1,
         "rank1.failures": 1,
+        "rank1.unjudged": 0,
         "gen_ai.usage.input_tokens": 3 * 61,
         "gen_ai.usage.output_tokens": sum(j.reasoning_tokens for j in judged),
         # plain: 1 each; cut: reasoning + forced; the failure's request is not counted
@@ -156,3 +157,82 @@ async def test_without_opentelemetry_nothing_is_traced(
     assert judgments[0].ok
     assert telemetry._trace is None
     assert exporter.get_finished_spans() == ()
+
+
+@respx.mock(base_url="http://rank1.test:8123/v1")
+async def test_arerank_iter_has_its_span_and_its_requests_are_children(
+    respx_mock: respx.MockRouter, exporter: InMemorySpanExporter
+) -> None:
+    tracer = trace.get_tracer("test")
+
+    def inside(request: httpx.Request) -> httpx.Response:
+        with tracer.start_as_current_span("http"):
+            return answer(request)
+
+    respx_mock.post("/completions").mock(side_effect=inside)
+    seen = [j async for j in make_client().arerank_iter(QUERY, ["plain one", "plain two"])]
+    assert len(seen) == 2
+    spans = exporter.get_finished_spans()
+    (call,) = [s for s in spans if s.name == "rank1.rerank"]
+    http = [s for s in spans if s.name == "http"]
+    assert len(http) == 2 and all(h.parent.span_id == call.context.span_id for h in http)
+    assert call.attributes["rank1.documents"] == 2 and call.attributes["rank1.judged"] == 2
+    assert trace.get_current_span() is trace.INVALID_SPAN  # nothing left on the caller's
+
+
+@respx.mock(base_url="http://rank1.test:8123/v1")
+async def test_rerank_many_has_a_parent_span_and_a_child_per_query(
+    respx_mock: respx.MockRouter, exporter: InMemorySpanExporter
+) -> None:
+    respx_mock.post("/completions").mock(side_effect=answer)
+    out = await make_client(on_error="keep", max_retries=0).arerank_many(
+        [(QUERY, ["plain one", "broken two"]), (QUERY, ["plain three"])]
+    )
+    assert [len(js) for js in out] == [2, 1]
+    spans = exporter.get_finished_spans()
+    (parent,) = [s for s in spans if s.name == "rank1.rerank_many"]
+    children = sorted((s for s in spans if s.name == "rank1.rerank"),
+                      key=lambda s: s.attributes["rank1.documents"])
+    assert len(spans) == 3 and len(children) == 2
+    assert all(c.parent.span_id == parent.context.span_id for c in children)
+    assert [(c.attributes["rank1.documents"], c.attributes["rank1.judged"],
+             c.attributes["rank1.failures"]) for c in children] == [(1, 1, 0), (2, 1, 1)]
+    assert (parent.attributes["rank1.documents"], parent.attributes["rank1.judged"],
+            parent.attributes["rank1.failures"]) == (3, 2, 1)
+
+
+@respx.mock(base_url="http://rank1.test:8123/v1")
+async def test_a_budget_counts_unjudged_not_failed(
+    respx_mock: respx.MockRouter, exporter: InMemorySpanExporter
+) -> None:
+    respx_mock.post("/completions").mock(side_effect=answer)
+    judgments = await make_client(concurrency=1).arerank(
+        QUERY, ["plain one", "plain two", "plain three"], stop_after_relevant=1
+    )
+    assert [j.state.value for j in judgments] == ["judged", "stopped_early", "stopped_early"]
+    (span,) = exporter.get_finished_spans()
+    assert (span.attributes["rank1.judged"], span.attributes["rank1.unjudged"],
+            span.attributes["rank1.failures"]) == (1, 2, 0)
+
+
+@respx.mock(base_url="http://rank1.test:8123/v1")
+def test_rank1_eval_has_a_parent_span_and_a_child_per_query(
+    respx_mock: respx.MockRouter, exporter: InMemorySpanExporter
+) -> None:
+    from rank1_integrations.evaluation.io import Document
+    from rank1_integrations.evaluation.runner import rerank_run
+
+    respx_mock.post("/completions").mock(side_effect=answer)
+    corpus = {f"d{i}": Document(f"plain doc {i}", "") for i in range(3)}
+    run = {"q1": {"d0": 3.0, "d1": 2.0}, "q2": {"d2": 1.0}}
+    with Rank1Client("http://rank1.test:8123/v1", model="m", answer_token_ids=(830, 895),
+                     client=httpx.Client(verify=False), cache=None) as client:
+        result = rerank_run(client, {"q1": QUERY, "q2": QUERY}, corpus, run, progress=False)
+    assert result.pairs == 3
+    spans = exporter.get_finished_spans()
+    (parent,) = [s for s in spans if s.name == "rank1.eval"]
+    children = [s for s in spans if s.name == "rank1.rerank"]
+    assert len(spans) == 3
+    assert sorted(c.attributes["rank1.documents"] for c in children) == [1, 2]
+    assert all(c.parent.span_id == parent.context.span_id for c in children)
+    assert parent.attributes["rank1.judged"] == 3

@@ -43,7 +43,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..client import RELEVANT_THRESHOLD, _NotJudged
+from .. import telemetry
+from .._inputs import RELEVANT_THRESHOLD, CallInput
+from .._scheduler import NotJudged
 from ..errors import JudgmentError
 from ..judgment import Judgment
 from ..ranking import rank_order
@@ -224,12 +226,10 @@ async def arerank_run(
             f"text: {_sample(empty)}"
         )
     heads = {qid: orders[qid][:depth] for qid in qids}
-    client._checked(None, "fallback", None, stop_after_relevant, relevant_threshold)
-    jobs = client._jobs(
+    call = CallInput.of(
         [(queries[qid], [{"text": corpus[d].text, "title": corpus[d].title} for d in heads[qid]])
          for qid in qids],
-        instruction=None, deadline=None, stop_after_relevant=stop_after_relevant,
-        relevant_threshold=relevant_threshold,
+        stop_after_relevant=stop_after_relevant, relevant_threshold=relevant_threshold,
     )
     judgments: dict[str, dict[str, Judgment]] = {qid: {} for qid in orders}
     failures: list[PairFailure] = []
@@ -237,36 +237,42 @@ async def arerank_run(
     stop = False
     bar = _progress_bar(len(pairs), progress)
     started = time.monotonic()
+    scheduler, endpoint = client.scheduler, client.span_endpoint
+    sizes = [len(heads[qid]) for qid in qids]
     try:
         if pairs:
-            client._session.check_loop()
-            outcomes = client._outcomes(jobs, workers=concurrency)
-            async with contextlib.aclosing(outcomes):
-                async for number, outcome in outcomes:
-                    qid = qids[number]
-                    docid = heads[qid][outcome.index]
-                    if bar is not None:
-                        bar.update(1)
-                    if isinstance(outcome, _NotJudged):
-                        skipped += 1
-                        continue
-                    if isinstance(outcome, JudgmentError):
-                        # every failure is recorded, none hidden
-                        message = f"{type(outcome).__name__}: {outcome}"
-                        judgment = Judgment(
-                            index=outcome.index, relevant=None, score=None, error=message
-                        )
-                        failures.append(PairFailure(qid, docid, message))
-                    else:
-                        judgment = outcome
-                    judgments[qid][docid] = judgment
-                    if on_judgment is not None:
-                        on_judgment(qid, docid, judgment)
-                    if bar is not None and failures:
-                        bar.set_postfix(failed=len(failures), refresh=False)
-                    if max_failures is not None and len(failures) >= max_failures:
-                        stop = True  # nothing more starts; what is in flight is cancelled
-                        break
+            with telemetry.rerank_span(
+                endpoint, len(pairs), name=telemetry.EVAL_SPAN_NAME
+            ) as parent:
+                jobs = scheduler.plan(call, telemetry.child_records(parent, endpoint, sizes))
+                outcomes = scheduler.outcomes(jobs, workers=concurrency)
+                async with contextlib.aclosing(outcomes):
+                    async for number, outcome in outcomes:
+                        qid = qids[number]
+                        docid = heads[qid][outcome.index]
+                        if bar is not None:
+                            bar.update(1)
+                        if isinstance(outcome, NotJudged):
+                            skipped += 1
+                            continue
+                        if isinstance(outcome, JudgmentError):
+                            # every failure is recorded, none hidden
+                            message = f"{type(outcome).__name__}: {outcome}"
+                            judgment = Judgment(
+                                index=outcome.index, relevant=None, score=None, error=message
+                            )
+                            failures.append(PairFailure(qid, docid, message))
+                        else:
+                            judgment = outcome
+                        judgments[qid][docid] = judgment
+                        if on_judgment is not None:
+                            on_judgment(qid, docid, judgment)
+                        if bar is not None and failures:
+                            bar.set_postfix(failed=len(failures), refresh=False)
+                        if max_failures is not None and len(failures) >= max_failures:
+                            stop = True  # nothing more starts; in flight is cancelled
+                            break
+                parent.record([j for docs in judgments.values() for j in docs.values()])
     finally:
         if bar is not None:
             bar.close()

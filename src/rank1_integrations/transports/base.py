@@ -84,6 +84,11 @@ class Transport(ABC):
     async def judge(self, call: JudgeCall) -> Judgment:
         """Judge one pair; the returned judgment's ``index`` is ``call.index``."""
 
+    async def fit(self, call: JudgeCall) -> JudgeCall:
+        """``call`` fitted to what the server says about itself, before each try (the
+        completions transport asks the server; others send it as is)."""
+        return call
+
     async def judge_batch(self, calls: Sequence[JudgeCall]) -> list[Judgment]:
         """Judge ``calls`` (all for one query); one judgment per call, in order.
 

@@ -19,6 +19,7 @@ only with ``allow_text_only`` does it give a text-only verdict.
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from typing import Any
 
 from ..errors import BadResponseError, NoVerdictError
@@ -37,6 +38,7 @@ from ..protocol import (
 from .base import JudgeCall, Transport
 from .logprobs import Position, answer_at, closes_on_answer, is_answer_token, positions
 from .sdk import Sdk, counting_requests
+from .server_info import ServerProbe
 
 __all__ = ["CompletionsTransport", "GREEDY", "GREEDY_EXTRA", "TOP_LOGPROBS"]
 
@@ -92,9 +94,27 @@ class CompletionsTransport(Transport):
         self.sdk = sdk
         self.model = model
         self.answer_token_ids = answer_token_ids
+        #: Whether :meth:`fit` takes the ids from the server (none were given).
+        self._ask_answer_ids = answer_token_ids is None
         self.allow_text_only = allow_text_only
         #: Set once the server turned out to need streaming (llama-server).
         self.stream = False
+        #: Probes the server once for its context and tokenizer (see :meth:`fit`).
+        self.probe = ServerProbe(sdk, model)
+
+    async def fit(self, call: JudgeCall) -> JudgeCall:
+        """Fit ``call`` to what the server says about itself: the answer token ids its
+        ``/tokenize`` gives (unless given), streaming for llama-server (one request per
+        judgment, not a repeat), the reasoning budget fitted to its context."""
+        info = await self.probe.info()
+        if self._ask_answer_ids and info.answer_token_ids is not None:
+            self.answer_token_ids = info.answer_token_ids
+        if info.llama_server:
+            self.stream = True
+        budget = await self.probe.fit(call.prompt, call.max_reasoning_tokens, info)
+        if budget != call.max_reasoning_tokens:
+            call = replace(call, max_reasoning_tokens=budget)
+        return call
 
     def _params(self, prompt: str, max_tokens: int, **extra: Any) -> dict[str, Any]:
         body: dict[str, Any] = {"skip_special_tokens": False, **GREEDY_EXTRA}
