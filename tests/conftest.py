@@ -16,3 +16,30 @@ def pytest_configure(config: pytest.Config) -> None:
             "CI must run the llama.cpp tests, but llama-cpp-python is not installed "
             '(pip install -e ".[all,test]")'
         )
+
+
+_SPAN_EXPORTER: list[object] = []
+
+
+@pytest.fixture
+def span_exporter():  # type: ignore[no-untyped-def]  # the SDK's type, imported lazily
+    """The OpenTelemetry SDK's InMemorySpanExporter on the global tracer provider (set
+    once per process: added to an SDK provider already set, else one is set), cleared
+    around the test."""
+    trace = pytest.importorskip("opentelemetry.trace")
+    sdk_trace = pytest.importorskip("opentelemetry.sdk.trace")
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    if not _SPAN_EXPORTER:
+        provider = trace.get_tracer_provider()
+        if not isinstance(provider, sdk_trace.TracerProvider):
+            provider = sdk_trace.TracerProvider()
+            trace.set_tracer_provider(provider)
+        exporter = InMemorySpanExporter()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        _SPAN_EXPORTER.append(exporter)
+    exporter = _SPAN_EXPORTER[0]
+    exporter.clear()
+    yield exporter
+    exporter.clear()

@@ -9,7 +9,7 @@ The LangChain and LlamaIndex adapters live in ``rank1_integrations.langchain`` a
 from .cache import JudgmentCache, MemoryCache
 from .client import Rank1Client
 from .errors import DeadlineExceeded, JudgmentError, NoVerdictError, Rank1Error
-from .judgment import Judgment
+from .judgment import Judgment, JudgmentState
 from .passage import Passage
 from .protocol import VerdictSource, build_prompt
 from .settings import ClientSettings
@@ -20,6 +20,7 @@ __all__ = [
     "Judgment",
     "JudgmentCache",
     "JudgmentError",
+    "JudgmentState",
     "MemoryCache",
     "NoVerdictError",
     "Passage",

@@ -18,8 +18,10 @@ The rules, written once:
   ``relevance_score``/``rank1_relevant`` set to ``None`` and ``rank1_error`` holding why;
   ``score_threshold`` does not apply to them (they have no score). The whole output
   respects ``top_n``: judged items first, then unjudged ones while room is left.
-  ``metadata["rank1_judged"]`` says which is which. ``on_error="drop"`` leaves failures
-  out (the client logs a warning naming them); ``"raise"`` raises
+  ``metadata["rank1_judged"]`` says which is which, ``metadata["rank1_state"]`` why
+  (``judged``, ``failed``, ``deadline``, ``stopped_early``: a
+  :class:`~.judgment.JudgmentState`). ``on_error="drop"`` leaves failures out (the
+  client logs a warning naming them); ``"raise"`` raises
   :class:`~rank1_integrations.errors.JudgmentError`.
 """
 
@@ -54,6 +56,7 @@ __all__ = [
     "REASONING_KEY",
     "RELEVANT_KEY",
     "SCORE_KEY",
+    "STATE_KEY",
     "RerankSettings",
     "extra_error",
     "judgment_metadata",
@@ -66,6 +69,7 @@ RELEVANT_KEY = "rank1_relevant"
 REASONING_KEY = "rank1_reasoning"
 ERROR_KEY = "rank1_error"
 JUDGED_KEY = "rank1_judged"
+STATE_KEY = "rank1_state"
 
 #: Settings passed on to :class:`Rank1Client` when the reranker builds its own (their
 #: defaults and descriptions are :class:`~rank1_integrations.settings.ClientSettings`').
@@ -351,7 +355,8 @@ def judgment_metadata(
     if score_key is not None:
         added[score_key] = None if judgment.score is None else float(judgment.score)
     added[RELEVANT_KEY] = judgment.relevant
-    added[JUDGED_KEY] = judgment.score is not None
+    added[JUDGED_KEY] = judgment.state.judged
+    added[STATE_KEY] = judgment.state.value
     if include_reasoning:
         added[REASONING_KEY] = judgment.reasoning
     if judgment.error is not None:

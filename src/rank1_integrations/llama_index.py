@@ -90,6 +90,8 @@ class Rank1JudgmentEvent(BaseEvent):
     score: float | None = None
     relevant: bool | None = None
     judged: bool = True
+    #: ``judged``, ``failed``, ``deadline`` or ``stopped_early`` (:class:`JudgmentState`).
+    state: str = "judged"
     error: str | None = None
     reasoning_tokens: int = 0
 
@@ -101,7 +103,7 @@ class Rank1JudgmentEvent(BaseEvent):
     def of(cls, judgment: Judgment) -> Rank1JudgmentEvent:
         return cls(
             index=judgment.index, score=judgment.score, relevant=judgment.relevant,
-            judged=judgment.score is not None, error=judgment.error,
+            judged=judgment.state.judged, state=judgment.state.value, error=judgment.error,
             reasoning_tokens=judgment.reasoning_tokens,
         )
 

@@ -60,13 +60,15 @@ def test_unjudged_come_last_outside_the_threshold_within_top_n() -> None:
 def test_metadata_for_judged_and_failed() -> None:
     assert judgment_metadata(judged(1, 0.75), include_reasoning=False) == {
         "relevance_score": 0.75, "rank1_relevant": True, "rank1_judged": True,
+        "rank1_state": "judged",
     }
     assert judgment_metadata(judged(1, 0.25), include_reasoning=True, score_key=None) == {
         "rank1_relevant": False, "rank1_judged": True, "rank1_reasoning": "r1",
+        "rank1_state": "judged",
     }
     assert judgment_metadata(failed(2), include_reasoning=True) == {
         "relevance_score": None, "rank1_relevant": None, "rank1_judged": False,
-        "rank1_reasoning": "", "rank1_error": "passage 2 broke",
+        "rank1_reasoning": "", "rank1_error": "passage 2 broke", "rank1_state": "failed",
     }
     score = judgment_metadata(judged(0, 0.5), include_reasoning=False)["relevance_score"]
     assert type(score) is float

@@ -155,3 +155,23 @@ async def test_llama_index_async_and_cached_usage(
                           "cached": len(CORPUS)}
     finally:
         await rank1.aclose()
+
+
+# ---------------------------------------------------------------- OpenTelemetry
+
+
+async def test_async_framework_calls_have_one_span_each(
+    server: FakeRank1Server, span_exporter: Any
+) -> None:
+    """The async paths of both rerankers (``arerank_iter`` underneath) open one span
+    ``rank1.rerank`` per call, as the sync ones do."""
+    rank1 = Rank1Client(base_url=server.base_url, max_retries=0, cache=None)
+    try:
+        await lc_retriever(lc.Rank1Rerank(client=rank1)).ainvoke(QUERY)
+        await li_engine(li.Rank1Rerank(client=rank1)).aquery(QUERY)
+    finally:
+        await rank1.aclose()
+    spans = [s for s in span_exporter.get_finished_spans() if s.name.startswith("rank1.")]
+    assert [s.name for s in spans] == ["rank1.rerank", "rank1.rerank"]
+    assert all(s.attributes["rank1.judged"] == len(CORPUS) for s in spans)
+    assert all(s.attributes["rank1.documents"] == len(CORPUS) for s in spans)

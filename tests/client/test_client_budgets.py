@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from rank1_integrations import DeadlineExceeded, JudgmentError, Rank1Client
+from rank1_integrations import DeadlineExceeded, JudgmentError, JudgmentState, Rank1Client
 from rank1_integrations.retry import with_retries
 from rank1_integrations.testing import FakeRank1Server
 
@@ -94,6 +94,7 @@ def test_unjudged_passages_are_kept_whatever_on_error() -> None:
                 judgments = client.rerank(QUERY, [rel(0), slow(1)], deadline=0.5, on_error=policy)
                 assert [j.index for j in judgments] == [0, 1]
                 assert judgments[1].error and "deadline" in judgments[1].error
+                assert judgments[1].state is JudgmentState.DEADLINE and not judgments[1].ok
 
 
 @pytest.mark.parametrize(

@@ -83,6 +83,29 @@ async def test_concurrent_arerank_calls_share_the_bound(respx_mock: respx.MockRo
 
 
 @respx.mock
+async def test_setting_concurrency_on_a_live_client_changes_the_bound(
+    respx_mock: respx.MockRouter,
+) -> None:
+    """``client.concurrency = n`` is the setting (validated) and the bound of every loop
+    the client already used: the semaphore, not only the worker count."""
+    server = InFlight()
+    respx_mock.post(URL).mock(side_effect=server.async_answer)
+    client = Rank1Client(BASE_URL, concurrency=3, cache=None, client=http_client())
+    await client.arerank("q", PASSAGES[:3])  # this loop's semaphore exists now
+    for bound in (2, 5):
+        client.concurrency = bound
+        assert client.settings.concurrency == bound
+        server.peak = 0
+        await asyncio.gather(*(client.arerank(f"q{i}", PASSAGES[:4]) for i in range(3)))
+        assert server.peak == bound
+    with pytest.raises(ValueError, match="concurrency"):
+        client.concurrency = 0
+    assert client.concurrency == 5
+    with pytest.raises(AttributeError, match="base_url is fixed"):
+        client.base_url = "http://elsewhere.test/v1"  # type: ignore[misc]
+
+
+@respx.mock
 def test_sync_rerank_is_concurrent(respx_mock: respx.MockRouter) -> None:
     server = InFlight()
     respx_mock.post(URL).mock(side_effect=server.async_answer)

@@ -1,10 +1,10 @@
-"""One OpenTelemetry span ``rank1.rerank`` per rerank call, with the GenAI attributes and
+"""One OpenTelemetry span per call on every path (``rank1.rerank``; ``rank1.rerank_many``
+and ``rank1.eval`` with a child per query), with the GenAI attributes and
 rank1's counts, read back from the SDK's in-memory exporter; a no-op without the API."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -15,32 +15,17 @@ from rank1_integrations import JudgmentError, Rank1Client, telemetry
 
 trace = pytest.importorskip("opentelemetry.trace")
 sdk_trace = pytest.importorskip("opentelemetry.sdk.trace")
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
     InMemorySpanExporter,
 )
 
 QUERY = "what causes tides?"
 CUT = ["The", " query", " asks", " what", " causes", " tides", ".", " The", " passage"]
-_EXPORTER = InMemorySpanExporter()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _provider() -> None:
-    """The global provider can be set once per process: add the exporter to an SDK one
-    already set, else set one."""
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, sdk_trace.TracerProvider):
-        provider = sdk_trace.TracerProvider()
-        trace.set_tracer_provider(provider)
-    provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
 
 
 @pytest.fixture
-def exporter() -> Iterator[InMemorySpanExporter]:
-    _EXPORTER.clear()
-    yield _EXPORTER
-    _EXPORTER.clear()
+def exporter(span_exporter: InMemorySpanExporter) -> InMemorySpanExporter:
+    return span_exporter
 
 
 def make_client(**kwargs) -> Rank1Client:

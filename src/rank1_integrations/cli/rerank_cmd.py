@@ -3,7 +3,7 @@
 Documents come from a file or stdin, as plain lines (one document a line; its id is its
 line number) or JSONL (``{"id", "text", "title"}``; ``text`` required). The output is one
 JSON object a line, best first: ``rank``, ``id``, ``score``, ``relevant``, ``source``,
-``reasoning``, ``truncated``, ``judged`` (and ``error`` for a document without a score:
+``reasoning``, ``truncated``, ``judged``, ``state`` (and ``error`` for a document without a score:
 a failed judgment kept with ``--on-error keep``, or one that ``--deadline`` or
 ``--stop-after-relevant`` left unjudged, listed after the ranked ones, within
 ``--top-n``)::
@@ -193,10 +193,11 @@ def _rank(
     for rank, j in enumerate(select(judgments, top_n=args.top_n, score_threshold=args.threshold),
                              start=1):
         row: dict[str, Any] = {
-            "rank": rank if j.error is None else None, "id": docs[j.index]["id"],
+            "rank": rank if j.state.judged else None, "id": docs[j.index]["id"],
             "score": j.score, "relevant": j.relevant,
             "source": j.source.value if j.source else None,
-            "reasoning": j.reasoning, "truncated": j.truncated, "judged": j.score is not None,
+            "reasoning": j.reasoning, "truncated": j.truncated, "judged": j.state.judged,
+            "state": j.state.value,
         }
         if j.error is not None:
             row["error"] = j.error
