@@ -20,6 +20,7 @@ from rank1_integrations.cli.demo_cmd import (  # noqa: E402
     run_llamaindex,
 )
 from rank1_integrations.evaluation.metrics import default_metrics, evaluate  # noqa: E402
+from rank1_integrations.testing import default_sigint  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +74,7 @@ def test_ctrl_c_stops_the_demo_and_its_server():
     proc = subprocess.Popen(
         [sys.executable, "-m", "rank1_integrations.cli", "demo"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=default_sigint,  # even when the suite runs as a background job
     )
     try:
         for line in proc.stdout:  # the server is up once the first ranking header shows

@@ -16,12 +16,12 @@ import openai
 import pytest
 
 from rank1_integrations import Rank1Client
-from rank1_integrations.testing import FakeRank1Server
+from rank1_integrations.testing import FakeRank1Server, default_sigint
 
 SCRIPT = textwrap.dedent("""
     import asyncio, gc
     from rank1_integrations import Rank1Client
-    from rank1_integrations.testing import FakeRank1Server
+    from rank1_integrations.testing import FakeRank1Server, default_sigint
 
     with FakeRank1Server() as server:
         client = Rank1Client(base_url=server.base_url, cache=None)
@@ -49,7 +49,7 @@ def test_asyncio_run_without_aclose_leaves_no_open_session():
 SYNC_SCRIPT = textwrap.dedent("""
     import gc, sys, threading
     from rank1_integrations import Rank1Client
-    from rank1_integrations.testing import FakeRank1Server
+    from rank1_integrations.testing import FakeRank1Server, default_sigint
 
     with FakeRank1Server() as server:
         client = Rank1Client(base_url=server.base_url, cache=None)
@@ -103,6 +103,7 @@ def test_ctrl_c_during_a_sync_rerank_cancels_its_requests() -> None:
             [sys.executable, "-c", INTERRUPT_SCRIPT, server.base_url, str(passages),
              str(passages * delay)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=default_sigint,  # even when the suite runs as a background job
         )
         try:
             deadline = time.monotonic() + 60
