@@ -184,7 +184,7 @@ def test_one_settings_model_gives_every_default(clean_env: pytest.MonkeyPatch) -
     import inspect
 
     from rank1_integrations import ClientSettings
-    from rank1_integrations.cli._common import add_endpoint_options
+    from rank1_integrations.cli._common import ENDPOINT_SETTINGS, add_endpoint_options
     from rank1_integrations.settings import DEFAULTS
 
     parameters = inspect.signature(Rank1Client).parameters
@@ -198,6 +198,13 @@ def test_one_settings_model_gives_every_default(clean_env: pytest.MonkeyPatch) -
     args = parser.parse_args([])
     for name in ("mode", "max_reasoning_tokens", "concurrency", "timeout", "max_retries"):
         assert getattr(args, name) == getattr(DEFAULTS, name), name
+    # the flags are generated from the fields: help is the field's description, and the
+    # field's check is the flag's (ge=1: a positive integer)
+    help_text = " ".join(parser.format_help().split())
+    for name in ENDPOINT_SETTINGS:
+        assert " ".join(ClientSettings.description(name).split()) in help_text, name
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--concurrency", "0"])
 
     client = Rank1Client(max_retries=0)
     assert client.settings == ClientSettings.model_construct(

@@ -6,11 +6,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args, get_origin
 
-from ..settings import DEFAULTS, Mode
+from pydantic.fields import FieldInfo
+
+from ..settings import DEFAULTS, ClientSettings
 
 __all__ = [
+    "ENDPOINT_SETTINGS",
     "add_endpoint_options",
     "client_from_args",
     "fail",
@@ -52,55 +55,53 @@ def read_instruction(value: str | None) -> str | None:
     return text[:-1] if text.endswith("\n") else text
 
 
+#: The client settings ``rank1``'s subcommands take as flags (``--max-retries`` sets
+#: ``max_retries``); type, check, default and help come from
+#: :class:`~rank1_integrations.settings.ClientSettings`' fields, written there once.
+ENDPOINT_SETTINGS = (
+    "base_url", "model", "api_key", "mode", "max_reasoning_tokens", "concurrency", "timeout",
+    "max_retries", "max_requests_per_minute", "max_tokens_per_minute",
+)
+
+
+def _flag_type(info: FieldInfo) -> dict[str, Any]:
+    """argparse's ``type`` / ``choices`` / ``metavar`` for a settings field."""
+    if get_origin(info.annotation) is Literal:
+        return {"choices": get_args(info.annotation)}
+    kinds = {a for a in get_args(info.annotation) if a is not type(None)} or {info.annotation}
+    if int in kinds:
+        least = next((m.ge for m in info.metadata if getattr(m, "ge", None) is not None), None)
+        if least == 1:
+            return {"type": positive_int, "metavar": "N"}
+        if least == 0:
+            return {"type": non_negative_int, "metavar": "N"}
+        return {"type": int, "metavar": "N"}
+    if float in kinds:
+        return {"type": float}
+    return {}
+
+
 def add_endpoint_options(parser: argparse.ArgumentParser) -> None:
-    """The options that say which server to ask and how."""
+    """The options that say which server to ask and how: one flag per
+    :data:`ENDPOINT_SETTINGS` entry, generated from its settings field."""
     ep = parser.add_argument_group(
         "endpoint (defaults: RANK1_BASE_URL, RANK1_MODEL, RANK1_API_KEY)"
     )
-    ep.add_argument("--base-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
-    ep.add_argument("--model", help="model name the endpoint serves")
-    ep.add_argument("--api-key", help="API key (prefer the RANK1_API_KEY variable)")
-    ep.add_argument(
-        "--mode", choices=get_args(Mode), default=DEFAULTS.mode,
-        help="API shape",
-    )
-    ep.add_argument(
-        "--max-reasoning-tokens", type=positive_int, default=DEFAULTS.max_reasoning_tokens,
-        metavar="N",
-    )
-    ep.add_argument(
-        "--concurrency", type=positive_int, default=DEFAULTS.concurrency, metavar="N",
-        help="judgments in flight",
-    )
-    ep.add_argument("--timeout", type=float, default=DEFAULTS.timeout, help="seconds per request")
-    ep.add_argument(
-        "--max-retries", type=non_negative_int, default=DEFAULTS.max_retries, metavar="N",
-        help=f"further tries per judgment after a transient error (default {DEFAULTS.max_retries})",
-    )
-    ep.add_argument(
-        "--max-requests-per-minute", type=positive_int,
-        default=DEFAULTS.max_requests_per_minute, metavar="N",
-        help="the endpoint's request rate limit: requests wait for it (default: none)",
-    )
-    ep.add_argument(
-        "--max-tokens-per-minute", type=positive_int,
-        default=DEFAULTS.max_tokens_per_minute, metavar="N",
-        help="the endpoint's token rate limit: requests wait for it (default: none)",
-    )
+    for name in ENDPOINT_SETTINGS:
+        info = ClientSettings.model_fields[name]
+        default = getattr(DEFAULTS, name)
+        shown = "" if default is None else f" (default {default})"
+        ep.add_argument(
+            f"--{name.replace('_', '-')}", default=default,
+            help=(info.description or "") + shown, **_flag_type(info),
+        )
 
 
 def client_from_args(args: argparse.Namespace, **overrides: Any) -> Any:
     """A :class:`~rank1_integrations.Rank1Client` built from the endpoint options."""
     from ..client import Rank1Client
 
-    options: dict[str, Any] = {
-        "base_url": args.base_url, "api_key": args.api_key, "model": args.model,
-        "mode": args.mode, "max_reasoning_tokens": args.max_reasoning_tokens,
-        "concurrency": args.concurrency, "timeout": args.timeout,
-        "max_retries": args.max_retries,
-        "max_requests_per_minute": args.max_requests_per_minute,
-        "max_tokens_per_minute": args.max_tokens_per_minute,
-    }
+    options: dict[str, Any] = {name: getattr(args, name) for name in ENDPOINT_SETTINGS}
     options.update(overrides)
     return Rank1Client(**options)
 
