@@ -300,7 +300,7 @@ class RerankSettings(BaseModel):
             def report(judgment: Judgment) -> None:
                 context.run(on_judgment, judgment)
 
-        return self.rank1_client.rerank(
+        return self.rank1_client.judge_all(
             query, passages, on_error=self.on_error, on_judgment=report,
             **self._call_options(**options),
         )

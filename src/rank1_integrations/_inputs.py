@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing_extensions import TypedDict
 
 from .passage import Passage
 from .settings import OnError
@@ -25,6 +26,7 @@ from .settings import OnError
 __all__ = [
     "RELEVANT_THRESHOLD",
     "CallInput",
+    "CallOptions",
     "OnDeadline",
     "PassageInput",
     "check_query",
@@ -48,11 +50,23 @@ RELEVANT_THRESHOLD = 0.5
 Request = tuple[str, tuple[Passage, ...]]
 
 
+class CallOptions(TypedDict, total=False):
+    """The per-call options, as keywords (their checks: :class:`CallInput`'s fields)."""
+
+    on_error: OnError | None
+    instruction: str | None
+    max_reasoning_tokens: int | None
+    deadline: float | None
+    on_deadline: OnDeadline
+    stop_after_relevant: int | None
+    relevant_threshold: float
+
+
 class CallInput(BaseModel):
     """What one ``arerank`` / ``arerank_iter`` / ``arerank_many`` / ``ajudge`` call (or
     ``rank1 eval``'s run) was given, checked. ``None`` options mean the client's."""
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, extra="forbid")
 
     requests: tuple[Request, ...] = Field(description="The (query, passages) pairs.")
     on_error: OnError | None = Field(
@@ -80,7 +94,8 @@ class CallInput(BaseModel):
 
     @classmethod
     def of(cls, requests: Any, **options: Any) -> CallInput:
-        """The checked input of a call: ``requests`` as given, ``options`` by name."""
+        """The checked input of a call: ``requests`` as given, ``options`` by name (see
+        :class:`CallOptions`; an unknown one is refused)."""
         return cls(requests=requests, **options)
 
     @field_validator("requests", mode="before")

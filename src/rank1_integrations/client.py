@@ -7,7 +7,8 @@ Usage::
 
     client = Rank1Client(base_url="http://127.0.0.1:8000/v1", model="jhu-clsp/rank1-7b")
     judgments = client.rerank("what causes tides?", ["The Moon's gravity ...", "Tidal ..."])
-    best = max(judgments, key=lambda j: j.score)
+    best = judgments[0]                        # best first; best.index: its input position
+    in_order = client.judge_all(query, passages)   # the same judgments in input order
 
     # or, inside an event loop
     judgments = await client.arerank(query, passages)
@@ -31,14 +32,24 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Generic, TypeVar, overload
 
+from typing_extensions import Unpack
+
 from . import telemetry
-from ._inputs import RELEVANT_THRESHOLD, CallInput, OnDeadline, PassageInput, passage_of
+from ._inputs import (
+    RELEVANT_THRESHOLD,
+    CallInput,
+    CallOptions,
+    OnDeadline,
+    PassageInput,
+    passage_of,
+)
 from ._judging import Judging
 from ._scheduler import Job, Scheduler
 from .cache import JudgmentCache, MemoryCache
 from .errors import JudgmentError
 from .judgment import Judgment
 from .passage import Passage
+from .ranking import rank_order
 from .retry import with_retries
 from .session import HttpSession, InjectedClient
 from .settings import DEFAULT_BASE_URL, DEFAULT_MODEL, DEFAULTS, ClientSettings, Mode, OnError
@@ -59,6 +70,10 @@ _LIVE = frozenset({
     "instruction", "max_reasoning_tokens", "concurrency", "max_retries", "on_error",
     "max_passage_chars", "retry_backoff",
 })
+
+
+def _score(judgment: Judgment) -> float | None:
+    return judgment.score
 
 
 class _Setting(Generic[V]):
@@ -264,25 +279,40 @@ class Rank1Client:
         ))
 
     async def arerank(
-        self,
-        query: str,
-        passages: Sequence[PassageInput],
-        *,
-        on_error: OnError | None = None,
-        instruction: str | None = None,
-        on_judgment: Callable[[Judgment], None] | None = None,
-        max_reasoning_tokens: int | None = None,
-        deadline: float | None = None,
-        on_deadline: OnDeadline = "fallback",
-        stop_after_relevant: int | None = None,
-        relevant_threshold: float = RELEVANT_THRESHOLD,
+        self, query: str, passages: Sequence[PassageInput], *,
+        on_judgment: Callable[[Judgment], None] | None = None, **options: Unpack[CallOptions],
     ) -> list[Judgment]:
-        """Judge every passage concurrently; judgments come back in input order.
+        """:meth:`ajudge_all`'s judgments best first, as a reranker's ``rerank`` returns
+        them: by score descending, ties in input order, passages without a score (failed,
+        or left unjudged by a budget) last in input order (:func:`~.ranking.rank_order`);
+        each judgment's ``index`` is its passage's position in ``passages``::
+
+            best = (await client.arerank(query, passages))[0]
+            passages[best.index]
+        """
+        judged = await self.ajudge_all(query, passages, on_judgment=on_judgment, **options)
+        return rank_order(judged, _score)
+
+    def rerank(
+        self, query: str, passages: Sequence[PassageInput], *,
+        on_judgment: Callable[[Judgment], None] | None = None, **options: Unpack[CallOptions],
+    ) -> list[Judgment]:
+        """Sync twin of :meth:`arerank`: judgments best first (still concurrent: it runs
+        on a background loop)."""
+        return self._run(self.arerank(query, passages, on_judgment=on_judgment, **options))
+
+    async def ajudge_all(
+        self, query: str, passages: Sequence[PassageInput], *,
+        on_judgment: Callable[[Judgment], None] | None = None, **options: Unpack[CallOptions],
+    ) -> list[Judgment]:
+        """Judge every passage concurrently; judgments come back in input order
+        (:meth:`arerank` gives them best first).
 
         ``on_judgment`` is called with each judgment as it completes (failed ones under
         ``"keep"`` and passages left unjudged included), e.g. to drive a progress bar.
-
-        Budgets (see the README's "Interactive budgets"):
+        ``options`` (:class:`~._inputs.CallOptions`): ``on_error``, and ``instruction``
+        and ``max_reasoning_tokens`` for this call (``None``: the client's), and budgets
+        (see the README's "Interactive budgets"):
 
         * ``deadline``: seconds for the whole call. When they pass, the requests in flight
           are cancelled and every passage not judged by then comes back in its place with
@@ -295,14 +325,8 @@ class Rank1Client:
           input (first-stage) order.
 
         Passages left unjudged are kept whatever ``on_error`` says: they did not fail.
-        ``instruction`` and ``max_reasoning_tokens`` override the client's for this call.
         """
-        call = CallInput.of(
-            [(query, passages)], on_error=on_error, instruction=instruction,
-            max_reasoning_tokens=max_reasoning_tokens, deadline=deadline,
-            on_deadline=on_deadline, stop_after_relevant=stop_after_relevant,
-            relevant_threshold=relevant_threshold,
-        )
+        call = CallInput.of([(query, passages)], **options)
         jobs, policy = self._plan(call)
         if not jobs[0].calls:
             return []
@@ -318,42 +342,17 @@ class Rank1Client:
         out.sort(key=lambda j: j.index)
         return out
 
-    def rerank(
-        self,
-        query: str,
-        passages: Sequence[PassageInput],
-        *,
-        on_error: OnError | None = None,
-        instruction: str | None = None,
-        on_judgment: Callable[[Judgment], None] | None = None,
-        max_reasoning_tokens: int | None = None,
-        deadline: float | None = None,
-        on_deadline: OnDeadline = "fallback",
-        stop_after_relevant: int | None = None,
-        relevant_threshold: float = RELEVANT_THRESHOLD,
+    def judge_all(
+        self, query: str, passages: Sequence[PassageInput], *,
+        on_judgment: Callable[[Judgment], None] | None = None, **options: Unpack[CallOptions],
     ) -> list[Judgment]:
-        """Sync twin of :meth:`arerank` (still concurrent: it runs on a background loop)."""
-        return self._run(self.arerank(
-            query, passages, on_error=on_error, instruction=instruction, on_judgment=on_judgment,
-            max_reasoning_tokens=max_reasoning_tokens,
-            deadline=deadline, on_deadline=on_deadline, stop_after_relevant=stop_after_relevant,
-            relevant_threshold=relevant_threshold,
-        ))
+        """Sync twin of :meth:`ajudge_all`: judgments in input order."""
+        return self._run(self.ajudge_all(query, passages, on_judgment=on_judgment, **options))
 
     async def arerank_iter(
-        self,
-        query: str,
-        passages: Sequence[PassageInput],
-        *,
-        on_error: OnError | None = None,
-        instruction: str | None = None,
-        max_reasoning_tokens: int | None = None,
-        deadline: float | None = None,
-        on_deadline: OnDeadline = "fallback",
-        stop_after_relevant: int | None = None,
-        relevant_threshold: float = RELEVANT_THRESHOLD,
+        self, query: str, passages: Sequence[PassageInput], **options: Unpack[CallOptions],
     ) -> AsyncIterator[Judgment]:
-        """:meth:`arerank`, one judgment at a time as each completes (``index`` says
+        """:meth:`ajudge_all`, one judgment at a time as each completes (``index`` says
         which passage); passages left unjudged by a budget come last, in input order.
 
         Under ``"raise"`` the first failure raises from the iterator, under ``"keep"`` it
@@ -363,12 +362,7 @@ class Rank1Client:
             async for judgment in client.arerank_iter(query, passages):
                 print(judgment.index, judgment.score)
         """
-        call = CallInput.of(
-            [(query, passages)], on_error=on_error, instruction=instruction,
-            max_reasoning_tokens=max_reasoning_tokens, deadline=deadline,
-            on_deadline=on_deadline, stop_after_relevant=stop_after_relevant,
-            relevant_threshold=relevant_threshold,
-        )
+        call = CallInput.of([(query, passages)], **options)
         jobs, policy = self._plan(call)
         if not jobs[0].calls:
             return
@@ -382,31 +376,37 @@ class Rank1Client:
                     yield judgment
 
     async def arerank_many(
-        self,
-        requests: Sequence[tuple[str, Sequence[PassageInput]]],
-        *,
-        on_error: OnError | None = None,
-        instruction: str | None = None,
+        self, requests: Sequence[tuple[str, Sequence[PassageInput]]], *,
         on_judgment: Callable[[int, Judgment], None] | None = None,
-        deadline: float | None = None,
-        on_deadline: OnDeadline = "fallback",
-        stop_after_relevant: int | None = None,
-        relevant_threshold: float = RELEVANT_THRESHOLD,
+        **options: Unpack[CallOptions],
     ) -> list[list[Judgment]]:
-        """Rerank many ``(query, passages)`` at once under one concurrency bound: the
+        """:meth:`ajudge_many`, each query's judgments best first (as :meth:`arerank`)."""
+        per_query = await self.ajudge_many(requests, on_judgment=on_judgment, **options)
+        return [rank_order(judged, _score) for judged in per_query]
+
+    def rerank_many(
+        self, requests: Sequence[tuple[str, Sequence[PassageInput]]], *,
+        on_judgment: Callable[[int, Judgment], None] | None = None,
+        **options: Unpack[CallOptions],
+    ) -> list[list[Judgment]]:
+        """Sync twin of :meth:`arerank_many`: each query's judgments best first."""
+        return self._run(self.arerank_many(requests, on_judgment=on_judgment, **options))
+
+    async def ajudge_many(
+        self, requests: Sequence[tuple[str, Sequence[PassageInput]]], *,
+        on_judgment: Callable[[int, Judgment], None] | None = None,
+        **options: Unpack[CallOptions],
+    ) -> list[list[Judgment]]:
+        """Judge many ``(query, passages)`` at once under one concurrency bound: the
         next query's passages start while the last of the previous one are still
         reasoning. One list of judgments per query, in input order, each as
-        :meth:`arerank` would return it (same error policy).
+        :meth:`ajudge_all` would return it (same options, same error policy).
 
         ``deadline`` is for the whole call; ``stop_after_relevant`` applies per query.
         ``on_judgment(query_position, judgment)`` sees each judgment as it completes.
         One span ``rank1.rerank_many`` per call, with a child ``rank1.rerank`` per query.
         """
-        call = CallInput.of(
-            requests, on_error=on_error, instruction=instruction, deadline=deadline,
-            on_deadline=on_deadline, stop_after_relevant=stop_after_relevant,
-            relevant_threshold=relevant_threshold,
-        )
+        call = CallInput.of(requests, **options)
         jobs, policy = self._plan(call)
         out: list[list[Judgment]] = [[] for _ in jobs]
         if not any(job.calls for job in jobs):
@@ -428,24 +428,13 @@ class Rank1Client:
             judged.sort(key=lambda j: j.index)
         return out
 
-    def rerank_many(
-        self,
-        requests: Sequence[tuple[str, Sequence[PassageInput]]],
-        *,
-        on_error: OnError | None = None,
-        instruction: str | None = None,
+    def judge_many(
+        self, requests: Sequence[tuple[str, Sequence[PassageInput]]], *,
         on_judgment: Callable[[int, Judgment], None] | None = None,
-        deadline: float | None = None,
-        on_deadline: OnDeadline = "fallback",
-        stop_after_relevant: int | None = None,
-        relevant_threshold: float = RELEVANT_THRESHOLD,
+        **options: Unpack[CallOptions],
     ) -> list[list[Judgment]]:
-        """Sync twin of :meth:`arerank_many`."""
-        return self._run(self.arerank_many(
-            requests, on_error=on_error, instruction=instruction, on_judgment=on_judgment,
-            deadline=deadline, on_deadline=on_deadline, stop_after_relevant=stop_after_relevant,
-            relevant_threshold=relevant_threshold,
-        ))
+        """Sync twin of :meth:`ajudge_many`: each query's judgments in input order."""
+        return self._run(self.ajudge_many(requests, on_judgment=on_judgment, **options))
 
     # ------------------------------------------------------------------ lifecycle
 

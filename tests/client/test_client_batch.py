@@ -106,7 +106,7 @@ def make_client(transport: Transport, **kwargs) -> Rank1Client:
 async def test_one_call_per_passage_holds_one_slot_each_and_fails_alone() -> None:
     transport = OnePerCall(fail=["bad"], delay=0.01)
     client = make_client(transport, concurrency=2, cache=None)
-    judgments = await client.arerank("q", ["a", "bad", "c", "d", "e"], on_error="keep")
+    judgments = await client.ajudge_all("q", ["a", "bad", "c", "d", "e"], on_error="keep")
     assert transport.most_in_flight == 2  # the concurrency bound, per judgment
     assert [j.index for j in judgments] == [0, 1, 2, 3, 4]
     assert [j.ok for j in judgments] == [True, False, True, True, True]

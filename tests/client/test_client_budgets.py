@@ -56,7 +56,7 @@ def test_deadline_returns_what_was_judged_and_closes_the_rest() -> None:
     with FakeRank1Server(delay_for=delays({slow(1): 10.0, slow(3): 10.0})) as server:
         with Rank1Client(server.base_url, concurrency=8, cache=None) as client:
             started = time.monotonic()
-            judgments = client.rerank(QUERY, passages, deadline=1.0)
+            judgments = client.judge_all(QUERY, passages, deadline=1.0)
             elapsed = time.monotonic() - started
         assert 1.0 <= elapsed < 2.5  # close to the deadline, far from the 10 s of work
         assert [j.index for j in judgments] == [0, 1, 2, 3, 4]  # input positions
@@ -204,7 +204,7 @@ def test_early_exit_starts_nothing_after_the_nth_relevant() -> None:
     table = {rel(0): 0.2, irr(1): 3.0, rel(2): 0.6, irr(3): 3.0}
     with FakeRank1Server(delay_for=delays(table)) as server:
         with Rank1Client(server.base_url, concurrency=3, cache=None) as client:
-            judgments = client.rerank(QUERY, passages, stop_after_relevant=2)
+            judgments = client.judge_all(QUERY, passages, stop_after_relevant=2)
         log = server.log
         nth = next(r for r in log if r.passage == rel(2))
         assert nth.ended is not None
@@ -237,8 +237,8 @@ def test_rerank_many_order_and_policy() -> None:
     requests = [(QUERY, [irr(0), rel(1)]), ("cats sleep", [irr(2), rel(3), irr(4)]), (QUERY, [])]
     with FakeRank1Server() as server:
         with Rank1Client(server.base_url, cache=None) as client:
-            out = client.rerank_many(requests)
-            single = [client.rerank(q, p) if p else [] for q, p in requests]
+            out = client.judge_many(requests)
+            single = [client.judge_all(q, p) if p else [] for q, p in requests]
     assert [[j.index for j in js] for js in out] == [[0, 1], [0, 1, 2], []]
     assert [[j.score for j in js] for js in out] == [[j.score for j in js] for js in single]
 
@@ -287,3 +287,22 @@ def test_rerank_many_raise_policy_and_bad_input() -> None:
             with pytest.raises(ValueError, match="query must not be empty"):
                 client.rerank_many([(QUERY, [rel(0)]), ("  ", [rel(1)])])
         assert server.requests <= 1  # the bad inputs raised before anything was sent
+
+
+def test_rerank_and_rerank_many_return_best_first() -> None:
+    """``rerank`` / ``rerank_many``: best first, unscored last in input order; the
+    ``judge_*`` twins: the same judgments in input order."""
+    requests = [(QUERY, [irr(0), rel(1), irr(2), rel(3)]), (QUERY, ["\ud800", rel(4)])]
+    with FakeRank1Server() as server:
+        with Rank1Client(server.base_url, cache=None, on_error="keep") as client:
+            ranked = client.rerank_many(requests)
+            in_order = client.judge_many(requests)
+            single = client.rerank(*requests[0])
+    assert [[j.index for j in js] for js in in_order] == [[0, 1, 2, 3], [0, 1]]
+    for best_first, judged in zip(ranked, in_order, strict=True):
+        assert sorted(best_first, key=lambda j: j.index) == judged
+        scores = [j.score for j in best_first if j.score is not None]
+        assert scores == sorted(scores, reverse=True)
+    assert [j.index for j in ranked[0]][:2] == [1, 3]  # the relevant ones first
+    assert [(j.index, j.state.value) for j in ranked[1]] == [(1, "judged"), (0, "failed")]
+    assert [j.index for j in single] == [j.index for j in ranked[0]]

@@ -36,20 +36,26 @@ def server() -> Iterator[FakeRank1Server]:
 def test_sync_rerank(server: FakeRank1Server, mode: str) -> None:
     with Rank1Client(server.base_url, mode=mode, cache=None) as client:
         judgments = client.rerank(QUERY, PASSAGES)
-    assert [j.index for j in judgments] == [0, 1, 2, 3]
-    for judgment, passage in zip(judgments, PASSAGES, strict=True):
+        in_order = client.judge_all(QUERY, PASSAGES)
+    # rerank: best first (score descending, ties in input order), each with its index
+    expected = [overlap_score(QUERY, text_of(p)) for p in PASSAGES]
+    assert [j.index for j in judgments] == sorted(range(4), key=lambda i: -expected[i])
+    assert [j.index for j in judgments] == [2, 0, 1, 3]
+    assert [j.index for j in in_order] == [0, 1, 2, 3]
+    assert sorted(judgments, key=lambda j: j.index) == in_order
+    for judgment, passage in zip(in_order, PASSAGES, strict=True):
         assert judgment.source is VerdictSource.ANSWER_LOGPROBS
         assert judgment.score == pytest.approx(overlap_score(QUERY, text_of(passage)), abs=1e-9)
         assert judgment.relevant is (judgment.score >= 0.5)
         assert judgment.reasoning.startswith("The query asks about")
-    assert [j.relevant for j in judgments] == [True, False, True, False]
+    assert [j.relevant for j in in_order] == [True, False, True, False]
 
 
 @pytest.mark.parametrize("mode", ["completions", "chat"])
 async def test_async_rerank_and_judge(server: FakeRank1Server, mode: str) -> None:
     async with Rank1Client(server.base_url, mode=mode, cache=None, concurrency=2) as client:
         judgments, single = await asyncio.gather(
-            client.arerank(QUERY, PASSAGES), client.ajudge(QUERY, PASSAGES[1])
+            client.ajudge_all(QUERY, PASSAGES), client.ajudge(QUERY, PASSAGES[1])
         )
     assert [round(j.score, 9) for j in judgments] == [
         round(overlap_score(QUERY, text_of(p)), 9) for p in PASSAGES

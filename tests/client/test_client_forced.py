@@ -160,7 +160,7 @@ async def test_forced_answer_without_tokens_is_kept_with_its_error(
             reasoning=CUT_REASONING, answer=None, finish="length"))
 
     respx_mock.post(f"{BASE_URL}/completions").mock(side_effect=answer)
-    judgments = await make_client(on_error="keep").arerank(
+    judgments = await make_client(on_error="keep").ajudge_all(
         QUERY, ["good one", "bad one", "good two"]
     )
     assert [j.index for j in judgments] == [0, 1, 2]

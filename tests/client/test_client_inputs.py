@@ -175,7 +175,7 @@ async def test_on_error_raise_is_the_default(respx_mock: respx.MockRouter) -> No
 async def test_on_error_keep(respx_mock: respx.MockRouter) -> None:
     respx_mock.post(URL).mock(side_effect=failing_on("b", "d"))
     client = make_client(max_retries=1)
-    judgments = await client.arerank("q", ["a", "b", "c", "d"], on_error="keep")
+    judgments = await client.ajudge_all("q", ["a", "b", "c", "d"], on_error="keep")
     assert [j.index for j in judgments] == [0, 1, 2, 3]
     assert [j.ok for j in judgments] == [True, False, True, False]
     for failed in (judgments[1], judgments[3]):

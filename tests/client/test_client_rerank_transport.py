@@ -33,7 +33,7 @@ async def test_one_request_per_query_in_input_order(respx_mock: respx.MockRouter
         "results": [result(1, 0.9, truncated=True), result(0, 0.2)]}))
     c = client(instruction="Relevant means on-topic.", max_reasoning_tokens=99,
                max_passage_chars=10)
-    judgments = await c.arerank("q", ["short", {"text": "a long passage here", "title": "T"}])
+    judgments = await c.ajudge_all("q", ["short", {"text": "a long passage here", "title": "T"}])
     assert route.call_count == 1
     sent = json.loads(route.calls[0].request.content)
     assert sent["query"] == "q" and sent["instruction"] == "Relevant means on-topic."

@@ -95,7 +95,7 @@ async def test_each_concurrent_judgment_counts_its_own(respx_mock: respx.MockRou
         return ok(vllm_completion())
 
     respx_mock.post(f"{BASE_URL}/completions").mock(side_effect=answer)
-    judgments = await make_client(concurrency=4).arerank(
+    judgments = await make_client(concurrency=4).ajudge_all(
         QUERY, ["first passage", "second passage", "third passage"]
     )
     assert [j.requests for j in judgments] == [1, 2, 1]
@@ -124,7 +124,7 @@ async def test_rerank_counts_the_shared_request_once(respx_mock: respx.MockRoute
     route = respx_mock.post(f"{BASE_URL}/rerank").mock(
         return_value=ok({"results": results})
     )
-    judgments = await make_client(mode="rerank").arerank(QUERY, ["a", "b", "c"])
+    judgments = await make_client(mode="rerank").ajudge_all(QUERY, ["a", "b", "c"])
     assert route.call_count == 1
     assert [j.prompt_tokens for j in judgments] == [50, 51, 52]
     assert [j.requests for j in judgments] == [1, 0, 0]
