@@ -1,42 +1,96 @@
-"""``rank1-server``'s settings: what its flags set (see ``rank1-server --help``)."""
+"""``rank1-server``'s settings: what its flags set (see ``rank1-server --help``).
+
+Written once, here: ``rank1-server``'s flags are generated from these fields (type,
+check, default and help; :func:`rank1_integrations.cli.flags.add_flags`), so a new field
+is a new flag.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["ServerConfig"]
 
 
-@dataclass
-class ServerConfig:
+class ServerConfig(BaseModel):
     """Everything ``rank1-server``'s flags set (see ``rank1-server --help``)."""
 
-    model_path: str
-    #: Name reported by /v1/models and in responses (default: the file name sans .gguf).
-    model_name: str | None = None
-    #: Sequence slots decoded together.
-    parallel: int = 8
-    #: Context per slot in tokens (default: min(training context, 4096)).
-    n_ctx: int | None = None
-    #: Layers offloaded to the GPU (None: all on a GPU build, else 0; -1: all).
-    n_gpu_layers: int | None = None
-    threads: int | None = None
-    #: Tokens per llama_decode call (prompt chunks + one per generating slot).
-    batch_size: int = 512
-    api_key: str | None = None
-    #: Requests that may wait for a slot; more get 429. Also the most documents or
-    #: prompts one request may carry (413 above).
-    max_queue: int = 512
-    #: Reasoning budget of /v1/rerank when the request gives none.
-    max_reasoning_tokens: int = 2048
-    kv_unified: bool = False
-    flash_attn: bool = False
-    #: Let llama.cpp repack quantized weights for its CPU kernels (``--no-repack`` turns
-    #: it off: needed where the CPU advertises AMX but the sandbox traps it, see
-    #: :meth:`~rank1_server.backend.LlamaModel.load`).
-    repack: bool = True
-    max_body_bytes: int = 32 * 1024 * 1024
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    model_path: str = Field(
+        description="Path of the GGUF file (default: the bundled demo model).",
+        json_schema_extra={"flags": ["--model", "-m"], "metavar": "PATH"},
+    )
+    model_name: str | None = Field(
+        default=None, description="Name served by /v1/models (default: the file name)."
+    )
+    host: str = Field(default="127.0.0.1", description="Address to bind.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port.")
+    parallel: int = Field(
+        default=8, ge=1, description="Sequence slots decoded together.",
+        json_schema_extra={"flags": ["--parallel", "-np"]},
+    )
+    n_ctx: int | None = Field(
+        default=None, ge=1,
+        description="Context per slot in tokens (default: min(training context, 4096)).",
+        json_schema_extra={"flags": ["--n-ctx", "-c"]},
+    )
+    n_gpu_layers: int | None = Field(
+        default=None,
+        description="Layers on the GPU; -1 = all (default: all on a GPU build, else 0).",
+        json_schema_extra={"flags": ["--n-gpu-layers", "-ngl"]},
+    )
+    threads: int | None = Field(
+        default=None, ge=1,
+        description="CPU threads for llama.cpp (default: half the cores, at least 1).",
+        json_schema_extra={"flags": ["--threads", "-t"]},
+    )
+    batch_size: int = Field(
+        default=512, ge=1,
+        description="Tokens per llama_decode call (prompt chunks + one per generating "
+        "slot), at least --parallel.",
+        json_schema_extra={"flags": ["--batch-size", "-b"]},
+    )
+    api_key: str | None = Field(
+        default=None, description="Require 'Authorization: Bearer KEY' on /v1.",
+        json_schema_extra={"env": "RANK1_SERVER_API_KEY"},
+    )
+    max_queue: int = Field(
+        default=512, ge=1,
+        description="Requests that may wait for a slot before 429; also the most documents "
+        "or prompts one request may carry (413 above).",
+    )
+    max_reasoning_tokens: int = Field(
+        default=2048, ge=1,
+        description="Reasoning budget of /v1/rerank when a request sets none.",
+    )
+    kv_unified: bool = Field(
+        default=False,
+        description="One KV buffer shared by all slots instead of one per slot (prefix "
+        "copies are free, but attention spans every slot's cells).",
+    )
+    flash_attn: bool = Field(
+        default=False,
+        description="Enable flash attention (faster on GPU; batched and sequential results "
+        "may then differ in the last digits).",
+    )
+    repack: bool = Field(
+        default=True,
+        description="--no-repack keeps quantized weights as stored instead of letting "
+        "llama.cpp repack them for its AMX/AVX512/ARM CPU kernels. Use it when the server "
+        "dies with SIGILL (illegal instruction) on the first request: CPUs that advertise "
+        "AMX inside sandboxes that trap it (e.g. gVisor containers). May be slower where "
+        "repacking works; f16/f32 models are unaffected.",
+    )
+    max_body_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1, description="Largest request body accepted (413 above)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Log level of the server and uvicorn."
+    )
 
     def served_name(self) -> str:
         if self.model_name:

@@ -47,7 +47,7 @@ async def test_replay_gives_the_recorded_judgments(name):
             max_reasoning_tokens=data["max_reasoning_tokens"], cache=None, on_error="keep",
             concurrency=1, max_retries=0, client=http,
         )
-        judgments = await client.arerank(data["query"], data["passages"])
+        judgments = await client.ajudge_all(data["query"], data["passages"])
     want = [Judgment.model_validate(j) for j in data["judgments"]]
     assert [j.model_dump() for j in judgments] == [j.model_dump() for j in want]
     assert replay.unused == 0

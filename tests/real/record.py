@@ -61,7 +61,7 @@ async def record(base_url: str, model: str, mode: str) -> dict:
             base_url, model=MODEL_NAME, mode=mode, max_reasoning_tokens=BUDGET[model],
             cache=None, on_error="keep", concurrency=1, max_retries=0, client=http,
         )
-        judgments = await client.arerank(QUERY, PASSAGES)
+        judgments = await client.ajudge_all(QUERY, PASSAGES)
     return {
         "query": QUERY, "passages": PASSAGES, "mode": mode, "model_name": MODEL_NAME,
         "max_reasoning_tokens": BUDGET[model], "base_url": base_url,

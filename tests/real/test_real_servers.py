@@ -98,7 +98,7 @@ def test_judgments_match_llama_cpp_logits(fresh_server, references, kind, mode, 
             judgments = [client.rerank(QUERY, [p])[0].model_copy(update={"index": i})
                          for i, p in enumerate(passages)]
         else:
-            judgments = client.rerank(QUERY, passages)
+            judgments = client.judge_all(QUERY, passages)
     assert [j.index for j in judgments] == list(range(len(passages)))
     compared = 0
     for judgment, passage in zip(judgments, passages, strict=True):
@@ -184,7 +184,7 @@ async def test_llama_server_judgments_in_a_row(start_server, concurrency):
     try:
         judgments = []
         for query in ("how do honey bees make honey", "what is a volcano"):
-            judgments += await client.arerank(query, [
+            judgments += await client.ajudge_all(query, [
                 "Honey bees make honey from the nectar of flowers.",
                 "A volcano is an opening in the crust where magma erupts.",
                 "Bread rises because yeast makes gas.",

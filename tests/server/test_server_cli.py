@@ -28,6 +28,27 @@ def test_defaults() -> None:
     assert args.n_gpu_layers is None and args.kv_unified is False and args.flash_attn is False
 
 
+def test_every_setting_has_its_generated_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flags are ServerConfig's fields: a new field is a new flag, with the field's
+    default, check and description; no default is written twice."""
+    from rank1_server.config import ServerConfig
+
+    monkeypatch.delenv("RANK1_SERVER_API_KEY", raising=False)
+    parser = build_parser()
+    args = vars(parser.parse_args([]))
+    assert set(args) == set(ServerConfig.model_fields)
+    for name, field in ServerConfig.model_fields.items():
+        if name != "model_path":  # required in the config; the CLI falls back to the demo
+            assert args[name] == field.default, name
+        assert " ".join((field.description or "").split())[:40] in " ".join(
+            parser.format_help().split()), name
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--parallel", "0"])  # ge=1 on the field
+    assert not parser.parse_args(["--no-repack"]).repack
+    monkeypatch.setenv("RANK1_SERVER_API_KEY", "sk-env")
+    assert build_parser().parse_args([]).api_key == "sk-env"
+
+
 def test_process_serves_and_stops(random_model: Path) -> None:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(

@@ -61,7 +61,7 @@ def test_stop_strings_over_completions_keep_the_answer_position(demo_server: str
 def test_client_modes_give_the_known_verdicts(demo_server: str, mode: str) -> None:
     with Rank1Client(base_url=demo_server, mode=mode, max_reasoning_tokens=64,
                      cache=None) as client:
-        judgments = client.rerank(QUERY, DOCS)
+        judgments = client.judge_all(QUERY, DOCS)  # input order, as DOCS
     for doc, j in zip(DOCS, judgments, strict=True):
         text, title = _fields(doc)
         assert j.source is VerdictSource.ANSWER_LOGPROBS

@@ -134,7 +134,7 @@ def test_client_completions_and_rerank_modes_agree(server: str) -> None:
     for mode in ("completions", "rerank"):
         with Rank1Client(base_url=server, model=model, mode=mode, max_reasoning_tokens=10,
                          answer_token_ids=ids, cache=None) as client:
-            judged[mode] = client.rerank("what causes tides?", passages)
+            judged[mode] = client.judge_all("what causes tides?", passages)
     for a, b in zip(judged["completions"], judged["rerank"], strict=True):
         assert a.index == b.index
         assert a.source is b.source is VerdictSource.FORCED_ANSWER
@@ -154,6 +154,6 @@ def _answer_ids(server: str) -> tuple[int, int]:
 
 async def test_client_rerank_mode_async(server: str) -> None:
     async with Rank1Client(base_url=server, mode="rerank", max_reasoning_tokens=6) as client:
-        judgments = await client.arerank("tides", ["one", "two", "three"])
+        judgments = await client.ajudge_all("tides", ["one", "two", "three"])
     assert [j.index for j in judgments] == [0, 1, 2]
     assert all(j.ok and j.reasoning_tokens == 6 for j in judgments)
