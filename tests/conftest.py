@@ -7,6 +7,21 @@ import os
 
 import pytest
 
+#: Test folders and files that run a real engine or server (llama.cpp in process,
+#: rank1-server, llama-server, llama-cpp-python's server): marked ``real``.
+REAL = ("real/", "server/", "models/", "cli/test_demo_cmd.py", "cli/test_eval_local_server.py",
+        "cli/test_local_server.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests of :data:`REAL` ``real``, so that ``pytest -m "not real and not
+    slow"`` runs the quick part of the suite (about a minute)."""
+    root = os.path.dirname(__file__)
+    for item in items:
+        where = os.path.relpath(str(item.path), root).replace(os.sep, "/")
+        if where.startswith(REAL):
+            item.add_marker(pytest.mark.real)
+
 
 def pytest_configure(config: pytest.Config) -> None:
     # The server, demo and model tests skip without llama-cpp-python; in CI that would turn

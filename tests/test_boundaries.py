@@ -90,6 +90,7 @@ def test_the_check_lets_through_what_is_not_an_import(source: str, tmp_path: Pat
     assert forbidden_imports(path) == []
 
 
+@pytest.mark.slow
 def test_importing_every_client_module_loads_no_server_module() -> None:
     """At run time too: import each module of the package (the adapters' frameworks and
     the eval extra may be missing: such a module is passed over, nothing else is)."""

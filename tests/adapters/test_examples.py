@@ -35,6 +35,7 @@ def corpus(name: str) -> dict[str, str]:
     return {n.node_id: n.get_content() for n in module.NODES}
 
 
+@pytest.mark.slow  # a subprocess per example and mode
 @pytest.mark.parametrize("name", ["langchain_retriever.py", "llamaindex_query_engine.py"])
 @pytest.mark.parametrize("mode", [[], ["--async"]], ids=["sync", "async"])
 def test_example_runs(server: FakeRank1Server, name: str, mode: list[str]) -> None:

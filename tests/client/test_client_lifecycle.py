@@ -36,6 +36,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_asyncio_run_without_aclose_leaves_no_open_session():
     result = subprocess.run(
         [sys.executable, "-W", "always::ResourceWarning", "-c", SCRIPT],
@@ -64,6 +65,7 @@ SYNC_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("end", ["exit", "collect"])
 def test_sync_rerank_without_close_leaves_no_open_session(end: str) -> None:
     """The sync API's background loop and its HTTP session are closed without close():
@@ -94,6 +96,7 @@ INTERRUPT_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_sync_rerank_cancels_its_requests() -> None:
     """SIGINT while rerank() waits on the background loop: the call's task is cancelled
     there, so the requests not yet sent never are (and the ones in flight are aborted)."""

@@ -78,6 +78,7 @@ def test_without_a_budget_the_fake_refuses_the_excess(server: FakeRank1Server) -
     assert any(j.error is not None and "429" in j.error for j in judgments)
 
 
+@pytest.mark.slow
 def test_requests_wait_for_the_request_budget(server: FakeRank1Server) -> None:
     fake = Budgeted(server, 3, lambda body: 1)
     with _client(server, max_requests_per_minute=3) as client:

@@ -120,6 +120,7 @@ def test_instruction_is_part_of_the_prompt(collection, fake_server, tmp_path, ca
     assert "absent.txt" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_subprocess_run_with_progress_bar(collection, fake_server, tmp_path, run_cli) -> None:
     out = tmp_path / "rank1.trec"
     args = [a for a in collection.args() if a != "--no-progress"]
@@ -136,6 +137,7 @@ def test_subprocess_run_with_progress_bar(collection, fake_server, tmp_path, run
     assert "rank1 judgments" not in proc.stdout
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill(collection, tmp_path, spawn_cli, capsys) -> None:
     store, out = tmp_path / "s.sqlite", tmp_path / "resumed.trec"
     with FakeRank1Server(delay=0.15) as server:
@@ -173,6 +175,7 @@ def test_resume_after_sigkill(collection, tmp_path, spawn_cli, capsys) -> None:
     assert _ranking(out) == collection.expected_ranking()
 
 
+@pytest.mark.slow
 def test_two_runs_share_one_store(collection, tmp_path, spawn_cli, capsys) -> None:
     store = tmp_path / "s.sqlite"
     with FakeRank1Server(delay=0.1) as server:  # each run judges for ~1.6 s: they overlap
