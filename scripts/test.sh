@@ -9,6 +9,7 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[all,test]"
 .venv/bin/python -m ruff check .
+.venv/bin/python -m mypy  # both packages ([tool.mypy] in pyproject.toml)
 # The real programs and model the suite tests against (errors, not skips, when missing).
 RANK1_LLAMA_SERVER="$(bash scripts/build_llama_server.sh)"
 RANK1_TEST_GGUF="$(bash scripts/fetch_test_model.sh)"

@@ -4,7 +4,7 @@ which announce no size, included), and request counting for ``/metrics``."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .errors import error_response
@@ -34,7 +34,7 @@ class BodyGuard:
         endpoint = path if path in self._ENDPOINTS else "other"
         status = {"code": 500}
 
-        async def send_wrapper(message: dict) -> None:
+        async def send_wrapper(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
             await send(message)

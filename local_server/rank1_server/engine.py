@@ -377,7 +377,7 @@ class Engine:
                 self._release(s)
         with self._cv:
             if any(r.cancelled for r in self._pending):
-                keep = deque()
+                keep: deque[_Request] = deque()
                 for r in self._pending:
                     if r.cancelled:
                         self._finish_cancelled(r)
@@ -469,11 +469,13 @@ class Engine:
                 s.tokens.append(s.next_token)
                 budget -= 1
         prefill = sorted(
-            (s for s in self._slots if s.state is _State.PREFILL), key=lambda s: s.req.id
+            (s for s in self._slots if s.state is _State.PREFILL),
+            key=lambda s: s.req.id if s.req is not None else -1,  # a PREFILL slot has one
         )
         for s in prefill:
             if budget <= 0:
                 break
+            assert s.req is not None  # a PREFILL slot holds its request
             prompt = s.req.prompt
             start = len(s.tokens)
             n = min(budget, len(prompt) - start)
@@ -589,7 +591,7 @@ class Engine:
         if len(req.gen) >= len(after) and tuple(req.gen[-len(after) :]) == after:
             return True
         tag = req.params.probe_after_text
-        return bool(tag) and req.text.endswith(tag)  # the text so far renders req.gen
+        return tag is not None and bool(tag) and req.text.endswith(tag)  # req.gen's text
 
     def _append_text(self, req: _Request, token: int) -> tuple[str, str | None] | None:
         """Add the token's text; return a finish tuple when a stop string completed."""

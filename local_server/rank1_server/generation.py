@@ -39,12 +39,12 @@ def prompts(prompt: Any, model: LlamaModel) -> list[tuple[str | None, list[int]]
         raw = [list(prompt)]
     else:
         raw = list(prompt)
-    out = []
+    out: list[tuple[str | None, list[int]]] = []
     for i, p in enumerate(raw):
         if isinstance(p, str):
             out.append((p, model.tokenize(p, add_special=True, parse_special=True)))
         else:
-            out.append((None, list(token_ids(model, p, f"prompt.{i}"))))
+            out.append((None, list(token_ids(model, p, f"prompt.{i}") or ())))
     return out
 
 

@@ -25,6 +25,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from rank1_integrations.judgment import Judgment
 from rank1_integrations.passage import Passage
@@ -328,7 +329,7 @@ class Rank1Judge:
         self, index: int, prompt: str, first: Generation, truncated: bool, usage: list[int],
         *, prompt_tokens: int = 0,
     ) -> Judgment:
-        fields = {
+        fields: dict[str, Any] = {
             "index": index,
             "reasoning": extract_reasoning(first.text),
             "reasoning_tokens": len(first.token_ids),
@@ -343,7 +344,8 @@ class Rank1Judge:
             and first.token_ids[-1] in (self.vocab.true_id, self.vocab.false_id)
         )
         if answered:
-            lt, lf = first.probe  # type: ignore[misc]
+            assert first.probe is not None  # ``answered`` checked it
+            lt, lf = first.probe
             source = VerdictSource.ANSWER_LOGPROBS
         else:
             (second,) = await self.engine.generate_many(

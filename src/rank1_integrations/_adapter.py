@@ -340,7 +340,7 @@ def select(
     ranked = [j for j in ordered if j.score is not None]
     unjudged = [j for j in ordered if j.score is None]
     if score_threshold is not None:
-        ranked = [j for j in ranked if j.score >= score_threshold]  # type: ignore[operator]
+        ranked = [j for j in ranked if j.score is not None and j.score >= score_threshold]
     chosen = ranked + unjudged
     return chosen if top_n is None else chosen[:top_n]
 

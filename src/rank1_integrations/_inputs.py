@@ -147,6 +147,8 @@ def passage_of(index: int, passage: object) -> Passage:
     """One input passage as a :class:`Passage`; a TypeError names a bad one's index."""
     if isinstance(passage, str):
         return Passage(passage)
+    text: object
+    title: object
     if isinstance(passage, Passage):
         text, title = passage.text, passage.title
     elif isinstance(passage, Mapping):

@@ -25,7 +25,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,7 +133,7 @@ class Scheduler:
 
     async def outcomes(
         self, jobs: list[Job], *, workers: int | None = None,
-    ) -> AsyncIterator[tuple[int, Outcome | NotJudged]]:
+    ) -> AsyncGenerator[tuple[int, Outcome | NotJudged], None]:
         """Judge the jobs' passages; ``(job number, outcome)`` as each completes (see the
         module's docstring). Failures come as :class:`JudgmentError` (the caller applies
         its policy). ``workers``: the client's ``concurrency`` unless given."""
@@ -243,11 +243,11 @@ class Scheduler:
                 getter.cancel()
             for timer in timers:
                 timer.cancel()
-            for task in running:
-                task.cancel()
+            for running_worker in running:
+                running_worker.cancel()
             for job in jobs:
-                for task in job.inflight:
-                    task.cancel()
+                for inflight in job.inflight:
+                    inflight.cancel()
                 job.record.end()
             await asyncio.gather(*running, return_exceptions=True)
             done_workers.cancel()
@@ -257,7 +257,7 @@ class Scheduler:
     async def judgments(
         self, jobs: list[Job], call: CallInput, policy: OnError, *,
         workers: int | None = None, single: bool = False,
-    ) -> AsyncIterator[tuple[int, Judgment]]:
+    ) -> AsyncGenerator[tuple[int, Judgment], None]:
         """:meth:`outcomes` with ``call``'s error and deadline policies applied: failures
         raised, kept (no score, ``error``) or dropped (logged); passages not judged kept,
         marked; under ``on_deadline="raise"`` the passing deadline raises

@@ -29,7 +29,7 @@ retries, the concurrency slot) :class:`~._judging.Judging`, the scheduling of a 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Generic, TypeVar, overload
 
 from typing_extensions import Unpack
@@ -161,7 +161,7 @@ class Rank1Client:
         max_tokens_per_minute: int | None = DEFAULTS.max_tokens_per_minute,
     ) -> None:
         #: The settings in use (validated, the environment's applied).
-        self.settings = ClientSettings(
+        self.settings = ClientSettings.model_validate(dict(
             base_url=base_url, api_key=api_key, model=model, mode=mode,
             max_reasoning_tokens=max_reasoning_tokens, instruction=instruction,
             concurrency=concurrency, timeout=timeout, max_retries=max_retries,
@@ -169,7 +169,7 @@ class Rank1Client:
             answer_token_ids=answer_token_ids, retry_backoff=retry_backoff,
             allow_text_only=allow_text_only, max_requests_per_minute=max_requests_per_minute,
             max_tokens_per_minute=max_tokens_per_minute,
-        )
+        ))
         settings = self.settings
         if cache is True:
             cache = MemoryCache()
@@ -351,7 +351,7 @@ class Rank1Client:
 
     async def arerank_iter(
         self, query: str, passages: Sequence[PassageInput], **options: Unpack[CallOptions],
-    ) -> AsyncIterator[Judgment]:
+    ) -> AsyncGenerator[Judgment, None]:
         """:meth:`ajudge_all`, one judgment at a time as each completes (``index`` says
         which passage); passages left unjudged by a budget come last, in input order.
 

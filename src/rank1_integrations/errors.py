@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "Rank1Error", "JudgmentError", "NoVerdictError", "BadResponseError", "DeadlineExceeded",
 ]
@@ -44,10 +46,10 @@ class DeadlineExceeded(Rank1Error, TimeoutError):
     others with no score and ``error`` set); for ``rerank_many`` a list per query.
     """
 
-    def __init__(self, deadline: float, judgments: list | None = None) -> None:  # type: ignore[type-arg]
+    def __init__(self, deadline: float, judgments: list[Any] | None = None) -> None:
         super().__init__(f"the deadline of {deadline:g} s passed before every passage was judged")
         self.deadline = deadline
         self.judgments = judgments if judgments is not None else []
 
-    def __reduce__(self) -> tuple[type[DeadlineExceeded], tuple[float, list]]:  # type: ignore[type-arg]
+    def __reduce__(self) -> tuple[type[DeadlineExceeded], tuple[float, list[Any]]]:
         return (type(self), (self.deadline, self.judgments))

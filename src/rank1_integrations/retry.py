@@ -19,7 +19,13 @@ from typing import TypeVar
 
 import httpx
 import openai
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_any,
+)
 from tenacity.wait import wait_exponential, wait_random
 
 from .errors import BadResponseError
@@ -138,7 +144,9 @@ def retrying(
         return time.monotonic() + upcoming >= deadline
 
     return AsyncRetrying(
-        stop=stop_after_attempt(max_retries + 1) | past_deadline,
+        # tenacity takes a plain predicate as a stop (its StopBaseT); stop_any's stub says
+        # stop_base only
+        stop=stop_any(stop_after_attempt(max_retries + 1), past_deadline),  # type: ignore[arg-type]
         wait=wait,
         retry=retry_if_exception(is_retryable),
         reraise=True,

@@ -26,7 +26,7 @@ import contextvars
 import functools
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -198,12 +198,15 @@ class HttpSession:
                     "base_url": self.base_url, "api_key": self.api_key,
                     "timeout": self.timeout, "max_retries": 0,  # one retry policy: ours
                 }
+                # openai's stubs name httpx2's client classes; an httpx client is what it
+                # takes at run time (tests/client inject them)
                 if isinstance(injected, httpx.Client):
-                    sdk_client = openai.OpenAI(http_client=injected, **options)
+                    sdk_client = openai.OpenAI(http_client=injected, **options)  # type: ignore[arg-type]
                     owned = False
                 else:
                     sdk_client = openai.AsyncOpenAI(
-                        http_client=injected or _default_async_http_client(), **options
+                        http_client=injected or _default_async_http_client(),  # type: ignore[arg-type]
+                        **options,
                     )
                     owned = injected is None
             state = _LoopState(sdk_client, asyncio.Semaphore(self.concurrency), owned)
@@ -333,14 +336,14 @@ class HttpSession:
                 executor.shutdown(wait=False)
 
 
-async def _closing(sdk_client: openai.AsyncOpenAI) -> AsyncIterator[None]:
+async def _closing(sdk_client: openai.AsyncOpenAI) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:
         await sdk_client.close()
 
 
-def _close_at_loop_shutdown(sdk_client: openai.AsyncOpenAI) -> AsyncIterator[None]:
+def _close_at_loop_shutdown(sdk_client: openai.AsyncOpenAI) -> AsyncGenerator[None, None]:
     """Close ``sdk_client`` when its event loop shuts down, even if nobody calls
     :meth:`HttpSession.aclose` (``asyncio.run`` ends with ``loop.shutdown_asyncgens()``,
     which closes every async generator started on the loop). The generator is started

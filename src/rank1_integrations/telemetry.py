@@ -60,13 +60,13 @@ def _get_tracer() -> Any:
         try:
             from opentelemetry import trace
         except ImportError:
-            trace = None
+            _trace = None
+            return None
         _trace = trace
-        if trace is not None:
-            from . import __version__
+        from . import __version__
 
-            # a proxy until a provider is set: spans then go to that provider
-            _tracer = trace.get_tracer("rank1_integrations", __version__)
+        # a proxy until a provider is set: spans then go to that provider
+        _tracer = trace.get_tracer("rank1_integrations", __version__)
     return _tracer
 
 

@@ -19,6 +19,8 @@ Usage::
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import Rank1Error
@@ -94,7 +96,7 @@ class RerankResult(_Wire):
     ) -> RerankResult:
         """The server's result for one judgment (``document`` when the request asked for
         documents back)."""
-        fields = {
+        fields: dict[str, Any] = {
             "index": judgment.index,
             "relevance_score": judgment.score,
             "relevant": judgment.relevant,

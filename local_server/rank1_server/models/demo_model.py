@@ -360,9 +360,9 @@ def _demo_weights(vocab: Vocabulary, lay: _Layout) -> tuple[Qwen2Weights, Qwen2C
     word_vec = {w: _word_vector(w, lay.n_content) for w in sorted(set(keys.values()))}
     emb = np.zeros((V, E), np.float64)
     emb[:, lay.bias] = _B
-    for tok, word in keys.items():
-        emb[tok, lay.content0 : lay.content0 + lay.n_content] = word_vec[word]
-        emb[tok, f("ISCONT")] = 1.0
+    for token_id, word in keys.items():
+        emb[token_id, lay.content0 : lay.content0 + lay.n_content] = word_vec[word]
+        emb[token_id, f("ISCONT")] = 1.0
     for name, marker in zip(("MQ", "MP", "MT"), _MARKERS, strict=True):
         emb[_tid(vocab, marker), f(name)] = 1.0
     for k, tok in enumerate(chain):

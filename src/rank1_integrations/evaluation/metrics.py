@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["Evaluation", "Metric", "default_metrics", "evaluate"]
 
@@ -72,7 +73,7 @@ class Evaluation:
         return [m.label for m in self.metrics]
 
 
-def _pytrec_eval():  # type: ignore[no-untyped-def]
+def _pytrec_eval() -> Any:
     try:
         import pytrec_eval
     except ImportError as exc:  # pragma: no cover - depends on the environment

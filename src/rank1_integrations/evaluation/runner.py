@@ -339,7 +339,7 @@ def rerank_run(
     return asyncio.run(main())
 
 
-def _progress_bar(total: int, enabled: bool):  # type: ignore[no-untyped-def]
+def _progress_bar(total: int, enabled: bool) -> Any:
     if not enabled:
         return None
     from tqdm import tqdm

@@ -303,7 +303,7 @@ class FakeRank1Server:
     @property
     def base_url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"http://{host!s}:{port}/v1"
 
     @property
     def requests(self) -> int:
