@@ -263,9 +263,12 @@ class Rank1Client:
                             max_reasoning_tokens=max_reasoning_tokens)
         (job,) = self.scheduler.plan(call)
         self._session.check_loop()  # an injected async client on a foreign loop fails here
-        (outcome,) = await self._judging.unit(job.calls, shared=False)
-        if isinstance(outcome, JudgmentError):
-            raise outcome
+        endpoint = self.span_endpoint
+        with telemetry.rerank_span(endpoint, 1, name=telemetry.JUDGE_SPAN_NAME) as record:
+            (outcome,) = await self._judging.unit(job.calls, shared=False)
+            record.record([outcome])
+            if isinstance(outcome, JudgmentError):
+                raise outcome  # the span records it
         return outcome
 
     def judge(

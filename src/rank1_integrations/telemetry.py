@@ -4,7 +4,8 @@
   LangChain / LlamaIndex reranker call, sync or async);
 * ``rank1.rerank_many``: each ``rerank_many`` / ``arerank_many`` call, with one child
   ``rank1.rerank`` per query;
-* ``rank1.eval``: each ``rank1 eval`` run (``rerank_run``), with one child per query.
+* ``rank1.eval``: each ``rank1 eval`` run (``rerank_run``), with one child per query;
+* ``rank1.judge``: each ``judge`` / ``ajudge`` call (one passage).
 
 Optional: with ``opentelemetry-api`` installed (``pip install rank1-integrations[otel]``)
 and a tracer provider set, each call opens a client span carrying the OpenTelemetry GenAI
@@ -36,11 +37,15 @@ from urllib.parse import urlsplit
 from .judgment import Judgment, total_usage
 from .protocol import VerdictSource
 
-__all__ = ["EVAL_SPAN_NAME", "MANY_SPAN_NAME", "SPAN_NAME", "CallRecord", "Endpoint",
-           "child_records", "rerank_span"]
+__all__ = [
+    "EVAL_SPAN_NAME", "JUDGE_SPAN_NAME", "MANY_SPAN_NAME", "SPAN_NAME", "CallRecord",
+    "Endpoint", "child_records", "rerank_span",
+]
 
 #: The name of the span of one rerank call (and of each query of a many-query call).
 SPAN_NAME = "rank1.rerank"
+#: The span of one ``judge`` / ``ajudge`` call.
+JUDGE_SPAN_NAME = "rank1.judge"
 #: The parent span of one ``rerank_many`` call.
 MANY_SPAN_NAME = "rank1.rerank_many"
 #: The parent span of one ``rank1 eval`` run.

@@ -221,3 +221,19 @@ def test_rank1_eval_has_a_parent_span_and_a_child_per_query(
     assert sorted(c.attributes["rank1.documents"] for c in children) == [1, 2]
     assert all(c.parent.span_id == parent.context.span_id for c in children)
     assert parent.attributes["rank1.judged"] == 3
+
+
+@respx.mock(base_url="http://rank1.test:8123/v1")
+async def test_judge_has_its_span(
+    respx_mock: respx.MockRouter, exporter: InMemorySpanExporter
+) -> None:
+    respx_mock.post("/completions").mock(side_effect=answer)
+    client = make_client(max_retries=0)
+    assert (await client.ajudge(QUERY, "plain one")).ok
+    with pytest.raises(JudgmentError):
+        await client.ajudge(QUERY, "broken one")
+    ok, failed = exporter.get_finished_spans()
+    assert ok.name == failed.name == "rank1.judge"
+    assert (ok.attributes["rank1.documents"], ok.attributes["rank1.judged"]) == (1, 1)
+    assert failed.attributes["rank1.failures"] == 1
+    assert failed.status.status_code == trace.StatusCode.ERROR  # raised from inside
