@@ -19,12 +19,12 @@ from typing import Any
 
 from . import protocol
 from ._inputs import surrogate
+from ._session import HttpSession
 from .cache import JudgmentCache, cache_key
 from .errors import JudgmentError
 from .judgment import Judgment
 from .passage import Passage
 from .protocol import build_prompt, fit_passage
-from .session import HttpSession
 from .settings import ClientSettings
 from .transports import JudgeCall, Transport
 

@@ -2,7 +2,7 @@
 ``max_tokens_per_minute``.
 
 Each HTTP request (retries included) waits until the budgets let it through, instead
-of drawing a 429. The :class:`~.session.HttpSession` keeps one :class:`RateBudgets` per
+of drawing a 429. The :class:`~._session.HttpSession` keeps one :class:`RateBudgets` per
 event loop and the :class:`~.transports.sdk.Sdk` asks it before each request.
 
 Usage::

@@ -31,9 +31,9 @@ from typing import Any
 
 from ._inputs import CallInput
 from ._judging import Judging, Outcome
+from ._retry import deadline_scope
 from .errors import DeadlineExceeded, JudgmentError
 from .judgment import Judgment, JudgmentState
-from .retry import deadline_scope
 from .settings import OnError
 from .telemetry import CallRecord
 from .transports import JudgeCall

@@ -23,7 +23,7 @@ The client is a facade: the settings are :class:`~.settings.ClientSettings`, a c
 input and options one :class:`~._inputs.CallInput`, judging one unit (cache, fitting,
 retries, the concurrency slot) :class:`~._judging.Judging`, the scheduling of a call
 (deadlines, early exit, cancellation) :class:`~._scheduler.Scheduler`, the HTTP side
-:class:`~.session.HttpSession`, the spans :mod:`.telemetry`.
+:class:`~._session.HttpSession`, the spans :mod:`.telemetry`.
 """
 
 from __future__ import annotations
@@ -44,14 +44,14 @@ from ._inputs import (
     passage_of,
 )
 from ._judging import Judging
+from ._retry import with_retries
 from ._scheduler import Job, Scheduler
+from ._session import HttpSession, InjectedClient
 from .cache import JudgmentCache, MemoryCache
 from .errors import JudgmentError
 from .judgment import Judgment
 from .passage import Passage
 from .ranking import rank_order
-from .retry import with_retries
-from .session import HttpSession, InjectedClient
 from .settings import DEFAULT_BASE_URL, DEFAULT_MODEL, DEFAULTS, ClientSettings, Mode, OnError
 from .transports import ChatTransport, CompletionsTransport, RerankTransport, Transport
 from .transports.sdk import Sdk

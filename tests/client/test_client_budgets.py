@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from rank1_integrations import DeadlineExceeded, JudgmentError, JudgmentState, Rank1Client
-from rank1_integrations.retry import with_retries
+from rank1_integrations._retry import with_retries
 from rank1_integrations.testing import FakeRank1Server
 
 QUERY = "tidal moon gravity"

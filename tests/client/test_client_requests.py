@@ -161,7 +161,7 @@ async def test_odd_retry_after_values_still_retry(
 
 @respx.mock
 async def test_retry_after_is_capped(respx_mock: respx.MockRouter) -> None:
-    from rank1_integrations.retry import MAX_RETRY_AFTER, retry_after_seconds
+    from rank1_integrations._retry import MAX_RETRY_AFTER, retry_after_seconds
 
     response = httpx.Response(429, headers={"Retry-After": "86400"},
                               request=httpx.Request("POST", URL))

@@ -7,8 +7,8 @@ import openai
 import pytest
 from tenacity import RetryCallState
 
+from rank1_integrations._retry import is_retryable, retry_after_seconds, retrying
 from rank1_integrations.errors import NoVerdictError
-from rank1_integrations.retry import is_retryable, retry_after_seconds, retrying
 
 REQUEST = httpx.Request("POST", "http://rank1.test/v1/completions")
 

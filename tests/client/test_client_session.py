@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from rank1_integrations import Rank1Client
-from rank1_integrations.session import HttpSession
+from rank1_integrations._session import HttpSession
 from rank1_integrations.transports.sdk import Sdk
 
 BASE_URL = "http://rank1.test/v1"

@@ -18,7 +18,7 @@ X". Such a field is dropped, the request sent again at once (this is not a retry
 answered), and the field is not sent again by this ``Sdk`` (one per client).
 
 Each request first waits for the client's rate budgets (``max_requests_per_minute``,
-``max_tokens_per_minute``; :meth:`~rank1_integrations.session.HttpSession.acquire`),
+``max_tokens_per_minute``; :meth:`~rank1_integrations._session.HttpSession.acquire`),
 retries and resends included; its tokens are :func:`token_estimate`'s upper bound.
 
 Streamed requests ask for ``Connection: close``. llama.cpp's ``llama-server`` (the only
@@ -47,9 +47,9 @@ from typing import Any, TypeVar
 
 import openai
 
+from .._retry import RetryStep, once
+from .._session import AnyOpenAI, HttpSession
 from ..errors import BadResponseError
-from ..retry import RetryStep, once
-from ..session import AnyOpenAI, HttpSession
 
 __all__ = [
     "AnyOpenAI", "RequestCount", "Sdk", "counting_requests", "rejected_fields", "token_estimate",
@@ -176,7 +176,7 @@ def _json_object(data: Any, path: str) -> Any:
 
 
 class Sdk:
-    """Requests through ``session``, the client's :class:`~rank1_integrations.session.HttpSession`:
+    """Requests through ``session``, the client's :class:`~rank1_integrations._session.HttpSession`:
     it hands out the SDK client to use now (one per event loop) and runs a sync client's
     calls in its worker threads.
 

@@ -46,8 +46,8 @@ from typing import Any, Literal
 
 import openai
 
+from .._retry import is_retryable
 from ..protocol import ANSWER_FALSE, ANSWER_TRUE, FORCED_ANSWER_MARGIN, fit_reasoning_budget
-from ..retry import is_retryable
 from .sdk import Sdk
 
 __all__ = ["ServerInfo", "ServerProbe", "TokenizerShape", "max_tokens_bound"]
