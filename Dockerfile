@@ -24,7 +24,7 @@ ENV CMAKE_ARGS="-DGGML_CUDA=on -DGGML_NATIVE=off -DCMAKE_CUDA_ARCHITECTURES=${CU
     FORCE_CMAKE=1
 RUN ln -s /usr/local/cuda/lib64/stubs/libcuda.so /usr/local/cuda/lib64/stubs/libcuda.so.1 \
  && LD_LIBRARY_PATH=/usr/local/cuda/lib64/stubs pip install --no-cache-dir --upgrade pip \
- && LD_LIBRARY_PATH=/usr/local/cuda/lib64/stubs pip install --no-cache-dir ".[server]"
+ && LD_LIBRARY_PATH=/usr/local/cuda/lib64/stubs pip install --no-cache-dir ./local_server .
 
 FROM nvidia/cuda:${CUDA_VERSION}-runtime-ubuntu22.04
 RUN apt-get update \

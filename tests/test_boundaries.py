@@ -116,3 +116,46 @@ def test_importing_every_client_module_loads_no_server_module() -> None:
                           env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "[]"
+
+
+def _wheel(project: Path, out: Path) -> list[str]:
+    """The file names inside the wheel built from ``project`` (hatchling, no network)."""
+    import zipfile
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "--quiet", "--wheel-dir", str(out), str(project)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (wheel,) = out.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        return archive.namelist()
+
+
+@pytest.mark.slow
+def test_the_client_wheel_holds_no_server_file(tmp_path: Path) -> None:
+    """``pip install rank1-integrations`` installs the client only: no ``rank1_server``,
+    no GGUF, no GGUF writer, no ``rank1-server`` command; the server is the second
+    distribution, which the ``server`` extra pulls in."""
+    names = _wheel(SRC.parent, tmp_path / "client")
+    assert any(n.startswith("rank1_integrations/") for n in names)
+    assert [n for n in names if n.startswith("rank1_server") or n.endswith(".gguf")
+            or "gguf_writer" in n] == []
+    (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+    (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    import zipfile
+
+    with zipfile.ZipFile(next((tmp_path / "client").glob("*.whl"))) as archive:
+        meta = archive.read(metadata).decode()
+        commands = archive.read(entry_points).decode()
+    assert "Requires-Dist: rank1-server; extra == 'server'" in meta
+    assert "rank1-server" not in commands and "rank1 = " in commands
+
+
+@pytest.mark.slow
+def test_the_server_wheel_ships_the_demo_model_not_the_model_writers(tmp_path: Path) -> None:
+    names = _wheel(SRC.parent / "local_server", tmp_path / "server")
+    assert "rank1_server/demo/rank1-demo.gguf" in names and "rank1_server/cli.py" in names
+    assert [n for n in names if n.startswith("rank1_server/models")] == []
+    assert [n for n in names if n.startswith("rank1_integrations")] == []
