@@ -9,7 +9,7 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 # two distributions: rank1-server (local_server/) and rank1-integrations, whose `server`
 # extra it satisfies
-.venv/bin/python -m pip install --quiet -e ./local_server -e ".[all,test]"
+.venv/bin/python -m pip install --quiet -e . -e ./local_server -e ".[all,test]"
 .venv/bin/python -m ruff check .
 .venv/bin/python -m mypy  # both packages ([tool.mypy] in pyproject.toml)
 # The real programs and model the suite tests against (errors, not skips, when missing).
