@@ -12,7 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
-VERSION="$("$PY" -c 'import re,pathlib;print(re.search(r"llama-cpp-python==([0-9.]+)",pathlib.Path("pyproject.toml").read_text()).group(1))')"
+# the pin is rank1-server's (local_server/pyproject.toml): the engine's llama.cpp
+VERSION="$("$PY" -c 'import re,pathlib;print(re.search(r"llama-cpp-python==([0-9.]+)",pathlib.Path("local_server/pyproject.toml").read_text()).group(1))')"
 CACHE="${RANK1_CACHE_DIR:-$HOME/.cache/rank1-integrations}/llama-server-$VERSION"
 BIN="$CACHE/bin/llama-server"
 if [ -x "$BIN" ] && "$BIN" --version >/dev/null 2>&1; then

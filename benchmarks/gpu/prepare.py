@@ -61,17 +61,21 @@ def _norm(name: str) -> str:
 
 
 def requirements(sdist: tarfile.TarFile, top: str) -> list[str]:
-    """Runtime requirements: this package's base + ``server`` extra (without llama-cpp-python
-    itself) and llama-cpp-python's own dependencies, minus what the image has."""
+    """Runtime requirements: the client's and rank1-server's (``local_server/``) without
+    llama-cpp-python itself and the two packages of this repository (run from source), and
+    llama-cpp-python's own dependencies, minus what the image has."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    reqs = list(project["dependencies"]) + list(project["optional-dependencies"]["server"])
+    server = tomllib.loads((ROOT / "local_server" / "pyproject.toml").read_text())["project"]
+    reqs = list(project["dependencies"]) + list(server["dependencies"])
     member = sdist.extractfile(f"{top}/pyproject.toml")
     assert member is not None
     reqs += tomllib.loads(member.read().decode())["project"]["dependencies"]
     out = []
     for req in reqs:
         name = _norm(re.split(r"[\[<>=!~; ]", req, maxsplit=1)[0])
-        if name not in IN_IMAGE and name != "llama-cpp-python":
+        if name not in IN_IMAGE and name not in {
+            "llama-cpp-python", "rank1-integrations", "rank1-server",
+        }:
             out.append(req)
     return sorted(set(out))
 
@@ -172,7 +176,8 @@ def main() -> int:
     ap.add_argument("--skip-wheels", action="store_true")
     args = ap.parse_args()
     version = args.version or re.search(
-        r"llama-cpp-python==([0-9.]+)", (ROOT / "pyproject.toml").read_text()).group(1)
+        r"llama-cpp-python==([0-9.]+)",
+        (ROOT / "local_server" / "pyproject.toml").read_text()).group(1)
     VENDOR.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         sdist = args.sdist

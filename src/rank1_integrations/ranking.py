@@ -1,6 +1,7 @@
 """The one ranking rule: score descending, ties in input order, the unscored last.
 
-Every ranked list of judgments is ordered by :func:`rank_order`: the rerankers' selection
+Every ranked list of judgments is ordered by :func:`rank_order`: ``Rank1Client.rerank``
+(and ``arerank``, ``rerank_many``), the rerankers' selection
 (``_adapter.select``), ``rank1 eval``'s final order (``evaluation.runner.final_order``)
 and ``rank1-server``'s ``/v1/rerank`` results.
 
