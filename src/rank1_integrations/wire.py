@@ -19,10 +19,8 @@ Usage::
 
 from __future__ import annotations
 
-from typing import Any
-
 import json
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -217,7 +215,10 @@ class RerankStreamError(_Wire):
     error: dict[str, object]
 
 
-RerankStreamEvent = RerankStreamReasoning | RerankStreamResult | RerankStreamDone | RerankStreamError
+#: Any one event of the stream.
+RerankStreamEvent = (
+    RerankStreamReasoning | RerankStreamResult | RerankStreamDone | RerankStreamError
+)
 
 _STREAM_EVENTS: dict[str, type[_Wire]] = {
     "reasoning": RerankStreamReasoning,

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from rank1_server.streaming import ReasoningFilter
+from rank1_server.testing import running_server
 
 from rank1_integrations.protocol import extract_reasoning
 from rank1_integrations.wire import (
@@ -21,8 +23,6 @@ from rank1_integrations.wire import (
     RerankStreamResult,
     parse_stream_event,
 )
-from rank1_server.streaming import ReasoningFilter
-from rank1_server.testing import running_server
 
 
 def _events(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
@@ -80,8 +80,14 @@ def test_stream_order_and_content_equal_non_streamed(server: str, extra: dict) -
         assert pieces[i], "no reasoning streamed"
         assert extract_reasoning("".join(pieces[i])) == r.reasoning
     done = events[-1]
-    # the non-streamed answer is the result events in the ranking's order
-    assert [results[i].wire() for i in done.ranking] == plain["results"]
+    # the non-streamed answer is the result events in the ranking's order; the scores to
+    # float noise only (the second request reuses the first's cached prompt cells, so
+    # llama.cpp's batch shapes differ: a few 1e-9 measured)
+    streamed = [results[i].wire() for i in done.ranking]
+    assert [{**r, "relevance_score": 0} for r in streamed] == [
+        {**r, "relevance_score": 0} for r in plain["results"]]
+    assert [r["relevance_score"] for r in streamed] == pytest.approx(
+        [r["relevance_score"] for r in plain["results"]], abs=1e-6)
     assert done.usage.model_dump() == plain["usage"]
     assert done.model == plain["model"]
 
