@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from fastapi.responses import StreamingResponse
 
@@ -48,9 +49,6 @@ from .rank1 import Document, JudgeResult, NoRoom
 from .state import ServerState
 
 __all__ = ["ReasoningFilter", "stream_rerank"]
-
-_END = object()
-
 
 class ReasoningFilter:
     """Turns a document's generated text, piece by piece, into reasoning pieces: the text
@@ -117,7 +115,8 @@ async def stream_rerank(
     judge = state.judge
     assert judge is not None
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[object] = asyncio.Queue()
+    # (index, piece) from the engine thread, (judgment, budget) per verdict, None: finished
+    queue: asyncio.Queue[tuple[Any, Any] | None] = asyncio.Queue()
     filters = [ReasoningFilter() for _ in docs]
 
     def on_text(index: int, piece: str) -> None:  # engine thread
@@ -130,7 +129,7 @@ async def stream_rerank(
         body.query, docs, instruction=body.instruction, max_reasoning_tokens=budget,
         on_text=on_text, on_verdict=on_verdict,
     ))
-    task.add_done_callback(lambda _: queue.put_nowait(_END))
+    task.add_done_callback(lambda _: queue.put_nowait(None))
     # The prompts are prepared and queued before the task's first await: errors found
     # there (queue full, no room) are plain HTTP errors, not a stream.
     await asyncio.sleep(0)
@@ -144,15 +143,16 @@ async def stream_rerank(
         try:
             while True:
                 item = await queue.get()
-                if item is _END:
+                if item is None:
                     break
-                if isinstance(item, tuple) and isinstance(item[0], int):
+                if isinstance(item[0], int):
                     index, piece = item
                     delta = filters[index].feed(piece)
                     if delta:
                         yield stream_event(RerankStreamReasoning(index=index, delta=delta))
                     continue
-                judgment, reasoning_budget = item  # type: ignore[misc]
+                judgment: Judgment = item[0]
+                reasoning_budget: int = item[1]
                 rest = filters[judgment.index].flush()
                 if rest:
                     yield stream_event(RerankStreamReasoning(index=judgment.index, delta=rest))
