@@ -92,9 +92,9 @@ class Comparison:
         )
 
 
-def _judge(path: Path, slots: int, *, deterministic: bool, threads: int, n_ctx: int,
-           repack: bool) -> Rank1Judge:
-    model = LlamaModel.load(path, n_gpu_layers=0, repack=repack)
+def _judge(path: Path, slots: int, *, deterministic: bool, threads: int | None, n_ctx: int,
+           repack: bool, n_gpu_layers: int = 0) -> Rank1Judge:
+    model = LlamaModel.load(path, n_gpu_layers=n_gpu_layers, repack=repack)
     ctx = LlamaContext(model, n_seq=slots, n_ctx_per_seq=n_ctx, n_threads=threads,
                        n_batch=max(512, slots))
     engine = Engine(model, ctx, deterministic=deterministic)
@@ -109,15 +109,15 @@ async def _one(judge: Rank1Judge, query: str, text: str, budget: int) -> Judgmen
 
 def compare(
     path: Path, *, n: int = 16, others: int = 48, slots: int = 16, budget: int = 48,
-    deterministic: bool = False, threads: int = 1, n_ctx: int = 1024, repack: bool = False,
-    spread_s: float = 2.0, seed: int = 0,
+    deterministic: bool = False, threads: int | None = 1, n_ctx: int = 1024,
+    repack: bool = False, spread_s: float = 2.0, seed: int = 0, n_gpu_layers: int = 0,
 ) -> Comparison:
     """Run the targets alone, loaded and warm (see the module docstring)."""
     targets = [passage(i) for i in range(n)]
 
     async def alone() -> list[Judgment]:
         judge = _judge(path, slots, deterministic=deterministic, threads=threads,
-                       n_ctx=n_ctx, repack=repack)
+                       n_ctx=n_ctx, repack=repack, n_gpu_layers=n_gpu_layers)
         try:
             return [await _one(judge, QUERY, t, budget) for t in targets]
         finally:
@@ -131,7 +131,7 @@ def compare(
         rng.shuffle(work)
         delays = sorted(rng.uniform(0, spread_s) for _ in work)
         judge = _judge(path, slots, deterministic=deterministic, threads=threads,
-                       n_ctx=n_ctx, repack=repack)
+                       n_ctx=n_ctx, repack=repack, n_gpu_layers=n_gpu_layers)
         try:
             async def arrive(delay: float, query: str, text: str) -> Judgment:
                 await asyncio.sleep(delay)
