@@ -86,6 +86,7 @@ def test_eval_report_and_calibrate_agree(evaluated, collection, capsys) -> None:
     assert f"score_threshold = {threshold:.4f}" in html
 
 
+@pytest.mark.slow  # starts a browser
 def test_report_in_the_browser(evaluated, tmp_path) -> None:
     from playwright.sync_api import sync_playwright
 
