@@ -57,8 +57,24 @@ DOCS = ["the moon pulls the sea", {"text": "tides rise twice a day", "title": "T
 
 @pytest.mark.parametrize("extra", [{}, {"top_n": 2, "return_documents": False}])
 def test_stream_order_and_content_equal_non_streamed(server: str, extra: dict) -> None:
-    body = {"query": "what causes tides?", "documents": DOCS, "max_reasoning_tokens": 8,
-            **extra}
+    """Random weights: every chain runs out of budget, verdicts by the forced answer."""
+    _check_stream(server, {"query": "what causes tides?", "documents": DOCS,
+                           "max_reasoning_tokens": 8, **extra})
+
+
+def test_stream_on_the_demo_model(demo_server: str) -> None:
+    """The demo model closes its chains: verdicts read after ``</think>`` (the stop path)."""
+    body = {"query": "how do bees make honey from nectar", "documents": [
+        "Volcanoes erupt when magma rises through the crust.",
+        "Bees make honey from nectar they collect from flowers.",
+        {"text": "Honey bees live in hives.", "title": "Bees"}]}
+    results = _check_stream(demo_server, body)
+    assert {r.source for r in results.values()} == {"answer_logprobs"}
+    assert all(r.reasoning for r in results.values())
+
+
+def _check_stream(server: str, body: dict) -> dict:
+    DOCS = body["documents"]  # noqa: N806
     events = _stream(server, body)
     plain = httpx.post(f"{server}/rerank", json=body, timeout=120).json()
 
@@ -90,6 +106,7 @@ def test_stream_order_and_content_equal_non_streamed(server: str, extra: dict) -
         [r["relevance_score"] for r in plain["results"]], abs=1e-6)
     assert done.usage.model_dump() == plain["usage"]
     assert done.model == plain["model"]
+    return results
 
 
 def test_stream_errors_before_the_stream_are_http_errors(server: str) -> None:
