@@ -68,7 +68,8 @@ class RerankRequest(_Wire):
     max_reasoning_tokens: int | None = Field(default=None, ge=1)
     #: rank1-server only: answer Server-Sent Events (:class:`RerankStreamReasoning`,
     #: :class:`RerankStreamResult`, then :class:`RerankStreamDone`) instead of one JSON.
-    stream: bool = False
+    #: None (the default) is left out of a dumped request, so other hosts never see it.
+    stream: bool | None = None
 
     @field_validator("query")
     @classmethod
