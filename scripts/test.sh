@@ -19,8 +19,9 @@ export RANK1_LLAMA_SERVER RANK1_TEST_GGUF
 # The browser tests drive Debian's chromium (headless) through Playwright; the playground
 # test runs the curl command its copy button gives.
 if [ ! -x /usr/bin/chromium ] || ! command -v curl >/dev/null; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     chromium curl >/dev/null
 fi
 # pytest exits 5 when it collects no test: `set -e` turns that into a failure too.
