@@ -278,6 +278,42 @@ def fmt(row: Row) -> str:
             f"{row.step_over_floor:>7.1f}  {note}")
 
 
+#: The reproducibility table's lines, as printed (also appended to ``table.txt``).
+REPRO_LINES: list[str] = []
+
+
+def reproducibility(args: argparse.Namespace, model: Path) -> list[dict[str, object]]:
+    """``benchmarks/bench_repro.py``'s comparison on this model and device, in-process on
+    rank1-server's engine: the same judgments alone, mixed among others arriving at random
+    over the slots, and again from a warm prompt cache; default and deterministic mode."""
+    sys.path.insert(0, str(HERE.parent))
+    from bench_repro import compare
+
+    out = []
+    head = (f"reproducibility: {args.repro_n} judgments alone vs among {args.repro_others} "
+            f"others over {args.repro_slots} slots vs warm cache, budget {args.repro_budget}")
+    REPRO_LINES.extend([head, f"{'mode':<14} {'loaded: max dscore, flips, chains':>36} "
+                        f"{'warm: max dscore, flips, chains':>34} {'loaded j/s':>10} "
+                        f"{'bit-identical':>13}"])
+    print("\n" + "\n".join(REPRO_LINES), flush=True)
+    for det in (False, True):
+        c = compare(model, n=args.repro_n, others=args.repro_others, slots=args.repro_slots,
+                    budget=args.repro_budget, deterministic=det, threads=args.threads,
+                    n_ctx=args.repro_budget + 256, repack=not args.cpu,
+                    n_gpu_layers=args.n_gpu_layers, spread_s=args.repro_spread)
+        lo, wa = c.loaded_vs_alone, c.warm_vs_alone
+        mode = "deterministic" if det else "default"
+        REPRO_LINES.append(
+            f"{mode:<14} {f'{lo[0]:.2e}, {lo[1]}, {lo[2]}':>36} "
+            f"{f'{wa[0]:.2e}, {wa[1]}, {wa[2]}':>34} "
+            f"{c.loaded_judgments / c.loaded_seconds:>10.2f} {'yes' if c.identical else 'no':>13}")
+        print(REPRO_LINES[-1], flush=True)
+        out.append({"mode": mode, "loaded_vs_alone": lo, "warm_vs_alone": wa,
+                    "loaded_judgments_per_s": c.loaded_judgments / c.loaded_seconds,
+                    "identical": c.identical})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cpu", action="store_true",
@@ -302,8 +338,25 @@ def main(argv: list[str] | None = None) -> int:
                     help="llama.cpp threads for both servers (default: rank1-server's default)")
     ap.add_argument("--n-gpu-layers", type=int, default=None,
                     help="layers on the GPU (default -1 = all; 0 with --cpu)")
+    ap.add_argument("--skip-repro", action="store_true",
+                    help="skip the reproducibility comparison (alone / loaded / warm cache)")
+    ap.add_argument("--repro-n", type=int, default=None,
+                    help="target judgments of the comparison (default 16; 4 with --cpu)")
+    ap.add_argument("--repro-others", type=int, default=None,
+                    help="other judgments mixed in (default 48; 8 with --cpu)")
+    ap.add_argument("--repro-slots", type=int, default=None,
+                    help="slots of the comparison (default 16; 4 with --cpu)")
+    ap.add_argument("--repro-budget", type=int, default=None,
+                    help="reasoning budget of the comparison (default 64; 8 with --cpu)")
+    ap.add_argument("--repro-spread", type=float, default=None,
+                    help="seconds over which the loaded run's judgments arrive "
+                    "(default 1; 0.3 with --cpu)")
     add_shape_args(ap)
     args = ap.parse_args(argv)
+    for name, gpu, cpu in (("repro_n", 16, 4), ("repro_others", 48, 8), ("repro_slots", 16, 4),
+                           ("repro_budget", 64, 8), ("repro_spread", 1.0, 0.3)):
+        if getattr(args, name) is None:
+            setattr(args, name, cpu if args.cpu else gpu)
     args.slots = [int(s) for s in args.slots.split(",")]
     if min(args.slots) < 1 or args.rounds < 1 or args.budget < 1:
         ap.error("--slots, --rounds and --budget must be positive")
@@ -376,6 +429,14 @@ def main(argv: list[str] | None = None) -> int:
         log_dir = out or Path(tmp)
         for name in servers:
             run_server(name, args, model, floor_s, log_dir, emit)
+    repro: list[dict[str, object]] = []
+    if not args.skip_repro:
+        repro = reproducibility(args, model)
+        if out is not None:
+            (out / "table.txt").write_text("\n".join(lines + ["", *REPRO_LINES]) + "\n")
+            results = json.loads((out / "results.json").read_text()) if rows else {}
+            results["reproducibility"] = repro
+            (out / "results.json").write_text(json.dumps(results, indent=2))
     if any(r.server == "llama-server" and r.verdicts < r.judgments for r in rows):
         print("\nllama-server ignores allowed_token_ids: its forced answers on random weights "
               "rarely list ' true'/' false'\nin the top-20, so those judgments end without a "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["ServerConfig"]
 
@@ -85,12 +85,29 @@ class ServerConfig(BaseModel):
         "AMX inside sandboxes that trap it (e.g. gVisor containers). May be slower where "
         "repacking works; f16/f32 models are unaffected.",
     )
+    deterministic: bool = Field(
+        default=False,
+        description="Reproducible verdicts: each slot decoded in a llama_decode call of its "
+        "own, prompts in fixed chunks, no prompt-cache reuse across requests, so a "
+        "judgment's scores are the same bit for bit alone, under load and with a warm "
+        "cache. Costs the batching (see the README's reproducibility section). Needs one "
+        "KV buffer per slot (not --kv-unified).",
+    )
     max_body_bytes: int = Field(
         default=32 * 1024 * 1024, ge=1, description="Largest request body accepted (413 above)."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of the server and uvicorn."
     )
+
+    @model_validator(mode="after")
+    def _deterministic_needs_own_buffers(self) -> ServerConfig:
+        if self.deterministic and self.kv_unified:
+            raise ValueError(
+                "--deterministic needs one KV buffer per slot: drop --kv-unified (in one "
+                "shared buffer a sequence's cells move with the load, and so do its sums)"
+            )
+        return self
 
     def served_name(self) -> str:
         if self.model_name:

@@ -31,7 +31,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -61,6 +61,10 @@ class QueueFull(Exception):
 
 class PromptTooLong(ValueError):
     """Prompt plus ``max_tokens`` exceed one slot's context."""
+
+
+#: See :attr:`GenParams.follow_up`.
+FollowUp = Callable[["Generation"], "tuple[Sequence[int], GenParams] | None"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,12 @@ class GenParams:
     #: (catches a tag split into unusual pieces; a special-token tag is in the text only
     #: with ``skip_special_tokens=False``).
     probe_after_text: str | None = None
+    #: Called in the engine thread with the finished generation; may return a second
+    #: ``(prompt, params)`` that runs at once in the same slot, continuing from its KV
+    #: cells, before anything else can take the slot. Its generation is returned as
+    #: :attr:`Generation.follow_up`. rank1's forced answer uses it, so no other request
+    #: slips between a chain and its answer (whose logits would then depend on timing).
+    follow_up: FollowUp | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -123,6 +133,8 @@ class Generation:
     probe_index: int
     #: Prompt tokens whose KV cells came from the cache instead of being decoded.
     cached_tokens: int
+    #: The generation :attr:`GenParams.follow_up` asked for, run in the same slot.
+    follow_up: Generation | None = None
 
 
 @dataclass
@@ -157,11 +169,17 @@ class _Request:
 
     def __init__(self, prompt: list[int], params: GenParams) -> None:
         self.id = next(self._ids)
-        self.prompt = prompt
-        self.params = params
         self.future: concurrent.futures.Future[Generation] = concurrent.futures.Future()
         self.cancelled = False
         self.finished = False
+        #: The first generation, while its follow-up runs.
+        self.first: Generation | None = None
+        self.restart(prompt, params)
+
+    def restart(self, prompt: list[int], params: GenParams) -> None:
+        """(Re)start generating for ``prompt``: fresh output, same id and future."""
+        self.prompt = prompt
+        self.params = params
         self.gen: list[int] = []
         self.text = ""
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
@@ -202,9 +220,15 @@ class Engine:
         max_queue: int = 512,
         min_shared_prefix: int = 8,
         prefix_cache: bool = True,
+        deterministic: bool = False,
     ) -> None:
         self.model = model
-        self.prefix_cache = prefix_cache
+        #: Each sequence's logits independent of the batch and of the prompt cache: every
+        #: slot is decoded in a ``llama_decode`` call of its own, prompts in the same chunks
+        #: whatever the load, and no request starts from cells another one left (a
+        #: follow-up still continues its own). Costs the batching (README: reproducibility).
+        self.deterministic = deterministic
+        self.prefix_cache = prefix_cache and not deterministic
         self.ctx = ctx
         self.max_queue = max_queue
         self.min_shared_prefix = min_shared_prefix
@@ -459,6 +483,9 @@ class Engine:
     def _step(self, started: float) -> None:
         """Decode one batch and sample every row that got logits; ``started`` is when this
         engine iteration began (for :attr:`EngineStats.step_seconds`)."""
+        if self.deterministic:
+            self._step_each(started)
+            return
         batch = self.ctx.batch
         batch.clear()
         rows: list[tuple[_Slot, int]] = []
@@ -507,18 +534,59 @@ class Engine:
                 self._sample(s, logits[j], greedy[j])
         self.stats.step_seconds += time.perf_counter() - started
 
+    def _step_each(self, started: float) -> None:
+        """The deterministic step: each slot alone in its own ``llama_decode`` (one token,
+        or the next prompt chunk of ``batch.capacity`` tokens), in request order, so its
+        logits are those it would get on an idle server."""
+        batch = self.ctx.batch
+        active = sorted(
+            (s for s in self._slots if s.state in (_State.DECODE, _State.PREFILL)),
+            key=lambda s: s.req.id if s.req is not None else -1,
+        )
+        for s in active:
+            batch.clear()
+            done = True
+            if s.state is _State.DECODE:
+                batch.add(s.next_token, len(s.tokens), s.seq, True)
+                s.tokens.append(s.next_token)
+            else:
+                assert s.req is not None  # a PREFILL slot holds its request
+                prompt, start = s.req.prompt, len(s.tokens)
+                n = min(batch.capacity, len(prompt) - start)
+                done = start + n == len(prompt)
+                for k in range(start, start + n):
+                    batch.add(prompt[k], k, s.seq, k == len(prompt) - 1)
+                s.tokens.extend(prompt[start : start + n])
+                self.stats.prompt_tokens += n
+            t = time.perf_counter()
+            rc = self.ctx.decode()
+            self.ctx.synchronize()
+            self.stats.decode_seconds += time.perf_counter() - t
+            self.stats.decode_calls += 1
+            if rc != 0:
+                log.error("llama_decode failed with status %d", rc)
+                self._fail_slot(s, rc)
+            elif done:
+                logits = self.ctx.logits_rows(1)
+                self._sample(s, logits[0], _argmax_rows(logits, self._argmax_block)[0])
+        self.stats.step_seconds += time.perf_counter() - started
+
     def _fail_batch(self, rc: int) -> None:
         log.error("llama_decode failed with status %d", rc)
         for s in self._slots:
             if s.state in (_State.DECODE, _State.PREFILL) and s.req is not None:
-                req = s.req
-                req.finished = True
-                self.stats.requests_failed += 1
-                if not req.future.done():
-                    req.future.set_exception(RuntimeError(f"llama_decode failed (status {rc})"))
-                self.ctx.seq_rm(s.seq)
-                s.tokens = []
-                self._release(s)
+                self._fail_slot(s, rc)
+
+    def _fail_slot(self, s: _Slot, rc: int) -> None:
+        req = s.req
+        assert req is not None
+        req.finished = True
+        self.stats.requests_failed += 1
+        if not req.future.done():
+            req.future.set_exception(RuntimeError(f"llama_decode failed (status {rc})"))
+        self.ctx.seq_rm(s.seq)
+        s.tokens = []
+        self._release(s)
 
     def _sample(self, s: _Slot, logits: np.ndarray, greedy: int) -> None:
         """Take the next token of ``s`` from its ``logits`` row; ``greedy`` is that row's
@@ -577,10 +645,43 @@ class Engine:
             probe_index=req.probe_index,
             cached_tokens=req.cached,
         )
+        if req.first is None and p.follow_up is not None:
+            if self._follow_up(s, gen):
+                return
+        elif req.first is not None:
+            req.first.follow_up, gen = gen, req.first
         req.finished = True
         self._release(s)
         if not req.future.done():
             req.future.set_result(gen)
+
+    def _follow_up(self, s: _Slot, gen: Generation) -> bool:
+        """Start ``gen``'s follow-up in the same slot, continuing from its cells; False when
+        there is none. A follow-up that fails (its callback raises, or it cannot fit the
+        slot) fails this request alone."""
+        req = s.req
+        assert req is not None and req.params.follow_up is not None
+        try:
+            nxt = req.params.follow_up(gen)
+            if nxt is None:
+                return False
+            prompt, params = list(nxt[0]), nxt[1]
+            self.check(prompt, params)
+        except Exception as exc:  # the caller's error, for this request only
+            req.finished = True
+            self.stats.requests_failed += 1
+            self._release(s)
+            if not req.future.done():
+                req.future.set_exception(exc)
+            return True
+        req.first = gen
+        req.restart(prompt, params)
+        own = _lcp(s.tokens, prompt, len(prompt) - 1)  # decode at least one token
+        self.ctx.seq_rm(s.seq, own, -1)
+        del s.tokens[own:]
+        s.state = _State.PREFILL  # keeps its request's id: first in line for prefill
+        req.cached = own
+        return True
 
     def _at_probe(self, req: _Request) -> bool:
         after = req.params.probe_after

@@ -10,8 +10,9 @@ answer); this module only maps them onto token ids:
   answer ids (`` true`` / `` false``, looked up at load). No top-k, no sort, never estimated.
 * The generation stops on ``</think>`` followed by an answer token, like the official stop
   strings. When the budget runs out first (or the model ends without an answer), the
-  forced-answer prompt gets one more token, restricted to the two answers; its prefix is
-  the first request's, so the engine reuses those KV cells.
+  forced-answer prompt gets one more token, restricted to the two answers. The engine runs
+  it in the chain's own slot as the chain ends (``GenParams.follow_up``), continuing from
+  those KV cells: nothing else can take the slot in between.
 
 Usage::
 
@@ -22,9 +23,10 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rank1_integrations.judgment import Judgment
@@ -282,7 +284,7 @@ class Rank1Judge:
 
         All first requests enter the engine's queue together (one bound check: the whole
         call is refused with :class:`~rank1_server.engine.QueueFull` or none of it);
-        forced answers follow with priority as their first requests finish.
+        a forced answer runs in its chain's own slot as the chain ends (no re-queue).
         """
         if max_reasoning_tokens < 1:
             raise ValueError(f"max_reasoning_tokens must be >= 1, got {max_reasoning_tokens}")
@@ -298,9 +300,11 @@ class Rank1Judge:
         start = time.perf_counter()
         params = {p.max_reasoning_tokens: self._first_params(p.max_reasoning_tokens)
                   for p in prepared}
-        futures = self.engine.submit_many(
-            [(p.tokens, params[p.max_reasoning_tokens]) for p in prepared]
-        )
+        futures = self.engine.submit_many([
+            (p.tokens, replace(params[p.max_reasoning_tokens],
+                               follow_up=functools.partial(self._forced_follow_up, p.prompt)))
+            for p in prepared
+        ])
 
         async def finish(i: int) -> Judgment:
             p = prepared[i]
@@ -325,6 +329,27 @@ class Rank1Judge:
             judgments, usage[0], usage[1], tuple(p.max_reasoning_tokens for p in prepared)
         )
 
+    def _answered(self, first: Generation) -> bool:
+        """The chain ended on ``</think>`` + an answer token, read at that position."""
+        return (
+            first.finish_reason == "stop"
+            and first.probe is not None
+            and first.probe_index == len(first.token_ids) - 1
+            and first.token_ids[-1] in (self.vocab.true_id, self.vocab.false_id)
+        )
+
+    def _forced_follow_up(
+        self, prompt: str, first: Generation
+    ) -> tuple[list[int], GenParams] | None:
+        """The forced answer for a chain that gave none, run by the engine in the chain's
+        own slot right as the chain ends (:attr:`GenParams.follow_up`). FIX: the official
+        code sends it as a new request; here nothing can run between the two, so the
+        verdict never depends on what else the server is doing (see the README's
+        reproducibility section)."""
+        if self._answered(first):
+            return None
+        return self.forced_tokens(prompt, first.text), self._forced_params()
+
     async def _verdict(
         self, index: int, prompt: str, first: Generation, truncated: bool, usage: list[int],
         *, prompt_tokens: int = 0,
@@ -337,20 +362,13 @@ class Rank1Judge:
             "truncated": truncated,
         }
         usage[1] += len(first.token_ids)
-        answered = (
-            first.finish_reason == "stop"
-            and first.probe is not None
-            and first.probe_index == len(first.token_ids) - 1
-            and first.token_ids[-1] in (self.vocab.true_id, self.vocab.false_id)
-        )
-        if answered:
-            assert first.probe is not None  # ``answered`` checked it
+        if self._answered(first):
+            assert first.probe is not None  # ``_answered`` checked it
             lt, lf = first.probe
             source = VerdictSource.ANSWER_LOGPROBS
         else:
-            (second,) = await self.engine.generate_many(
-                [(self.forced_tokens(prompt, first.text), self._forced_params())], priority=True
-            )
+            second = first.follow_up  # the forced answer, run in the chain's slot
+            assert second is not None, "a chain without an answer always gets its follow-up"
             usage[0] += second.prompt_tokens
             usage[1] += len(second.token_ids)
             assert second.probe is not None

@@ -53,7 +53,7 @@ class ServerState:
         except BaseException:
             model.close()
             raise
-        engine = Engine(model, ctx, max_queue=cfg.max_queue)
+        engine = Engine(model, ctx, max_queue=cfg.max_queue, deterministic=cfg.deterministic)
         try:
             vocab = Rank1Vocab.lookup(model)
             self.judge = Rank1Judge(
@@ -67,9 +67,9 @@ class ServerState:
         engine.start()
         self.engine = engine
         log.info(
-            "serving %s: %d slots x %d tokens, %d GPU layers, %d threads, repacking %s",
+            "serving %s: %d slots x %d tokens, %d GPU layers, %d threads, repacking %s%s",
             self.model_name, cfg.parallel, n_ctx, model.n_gpu_layers, ctx.n_threads,
-            "on" if cfg.repack else "off",
+            "on" if cfg.repack else "off", ", deterministic" if cfg.deterministic else "",
         )
 
     def ready(self) -> Engine:

@@ -82,3 +82,12 @@ def test_bench_cpu_mode_prints_a_sane_table(llama_server: str, tmp_path: Path) -
         else:
             assert r["host_share"] is None and "n/a" in line
     assert (out / "table.txt").read_text().splitlines()[0].startswith("server")
+    # the reproducibility comparison (alone / loaded / warm cache), both modes
+    repro = {r["mode"]: r for r in result["reproducibility"]}
+    assert set(repro) == {"default", "deterministic"}
+    assert repro["deterministic"]["identical"] is True
+    assert repro["deterministic"]["loaded_vs_alone"] == [0.0, 0, 0]
+    assert repro["deterministic"]["warm_vs_alone"] == [0.0, 0, 0]
+    assert all(r["loaded_judgments_per_s"] > 0 for r in repro.values())
+    assert "reproducibility:" in text and "bit-identical" in text
+    assert "reproducibility:" in (out / "table.txt").read_text()
