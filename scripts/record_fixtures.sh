@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 RANK1_LLAMA_SERVER="${RANK1_LLAMA_SERVER:-$(bash scripts/build_llama_server.sh)}"
 RANK1_TEST_GGUF="${RANK1_TEST_GGUF:-$(bash scripts/fetch_test_model.sh)}"
 export RANK1_LLAMA_SERVER RANK1_TEST_GGUF
-cd tests
-exec ../.venv/bin/python -m real.record "$@"
+
+exec .venv/bin/python -m tests.real.record "$@"

@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from adapter_support import FailingTransport
 
 from rank1_integrations import Rank1Client
 from rank1_integrations.testing import FakeRank1Server
+
+from .adapter_support import FailingTransport
 
 
 @pytest.fixture(scope="module")

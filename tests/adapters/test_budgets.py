@@ -9,20 +9,21 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from adapter_support import CORPUS, QUERY
 from langchain_core.callbacks import BaseCallbackHandler
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
-from test_langchain import retriever_over
-from test_llama_index import engine_over
 
 from rank1_integrations import DeadlineExceeded, Rank1Client
 from rank1_integrations.langchain import Rank1Rerank as LangChainRerank
 from rank1_integrations.llama_index import Rank1JudgmentEvent
 from rank1_integrations.llama_index import Rank1Rerank as LlamaIndexRerank
 from rank1_integrations.testing import FakeRank1Server, overlap_score
+
+from .adapter_support import CORPUS, QUERY
+from .test_langchain import retriever_over
+from .test_llama_index import engine_over
 
 TEXT = {pid: text for pid, text, _ in CORPUS}
 SCORE = {pid: overlap_score(QUERY, text) for pid, text, _ in CORPUS}

@@ -10,7 +10,6 @@ import pickle
 from typing import Any
 
 import pytest
-from adapter_support import CORPUS, QUERY
 from langchain_classic.retrievers import ContextualCompressionRetriever
 from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
@@ -25,6 +24,8 @@ from rank1_integrations import Rank1Client
 from rank1_integrations.langchain import Rank1Rerank as LangChainRerank
 from rank1_integrations.llama_index import Rank1Rerank as LlamaIndexRerank
 from rank1_integrations.testing import FakeRank1Server, overlap_score
+
+from .adapter_support import CORPUS, QUERY
 
 SECRET = "sk-test-secret-0123456789"
 EXTRA = "Passages saying cats sleep most of the day count too."

@@ -10,7 +10,6 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from adapter_support import CORPUS, FAIL_MARKER, QUERY, expected_order
 from langchain_classic.retrievers import ContextualCompressionRetriever
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.documents import Document
@@ -24,6 +23,8 @@ from langchain_core.vectorstores import InMemoryVectorStore
 from rank1_integrations import JudgmentError, Rank1Client
 from rank1_integrations.langchain import Rank1Rerank
 from rank1_integrations.testing import FakeRank1Server, overlap_score
+
+from .adapter_support import CORPUS, FAIL_MARKER, QUERY, expected_order
 
 EXPECTED = expected_order([(pid, text) for pid, text, _ in CORPUS])
 

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from adapter_support import CORPUS, FAIL_MARKER, QUERY, expected_order
 from llama_index.core import VectorStoreIndex
 from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload, LlamaDebugHandler
 from llama_index.core.embeddings import MockEmbedding
@@ -25,6 +24,8 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, Te
 from rank1_integrations import Rank1Client
 from rank1_integrations.llama_index import Rank1Rerank
 from rank1_integrations.testing import FakeRank1Server
+
+from .adapter_support import CORPUS, FAIL_MARKER, QUERY, expected_order
 
 EXPECTED = expected_order([(pid, text) for pid, text, _ in CORPUS])
 ADDED_KEYS = {"rank1_relevant", "rank1_reasoning", "rank1_error", "retrieval_score"}

@@ -10,12 +10,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from adapter_support import CORPUS, QUERY
 
 from rank1_integrations import Rank1Client
 from rank1_integrations.protocol import build_prompt
 from rank1_integrations.testing import FakeRank1Server
 from rank1_integrations.testing.fake_server import prompt_token_count
+
+from .adapter_support import CORPUS, QUERY
 
 pytest.importorskip("langchain_core")
 pytest.importorskip("llama_index.core")

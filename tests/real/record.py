@@ -1,6 +1,6 @@
 """Re-record the real servers' responses that the client's unit tests replay.
 
-    bash scripts/record_fixtures.sh        # = python -m real.record (from tests/)
+    bash scripts/record_fixtures.sh        # = python -m tests.real.record
 
 For each real server (rank1-server, llama-server, llama-cpp-python's server), model (the
 demo model, SmolLM2 Q4_1) and client mode it serves, one ``Rank1Client.rerank`` of two

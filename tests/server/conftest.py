@@ -31,7 +31,7 @@ def smollm2_path() -> Path:
     """The real quantized SmolLM2 GGUF (``scripts/fetch_test_model.sh``, which the test
     command runs; ``$RANK1_TEST_GGUF`` names another). Missing is a failure, not a skip:
     these tests are the only ones on real quantized kernels and a real vocabulary."""
-    from real.servers import smollm2_path as find  # tests/real: one place that knows
+    from ..real.servers import smollm2_path as find  # tests/real: one place that knows
 
     try:
         return find()

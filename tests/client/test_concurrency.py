@@ -10,9 +10,10 @@ import httpx
 import openai
 import pytest
 import respx
-from rank1_payloads import BASE_URL, body_of, http_client, vllm_completion
 
 from rank1_integrations import Rank1Client
+
+from .rank1_payloads import BASE_URL, body_of, http_client, vllm_completion
 
 URL = f"{BASE_URL}/completions"
 

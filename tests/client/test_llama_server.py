@@ -17,7 +17,11 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from rank1_payloads import (
+
+from rank1_integrations import Rank1Client
+from rank1_integrations.protocol import VerdictSource
+
+from .rank1_payloads import (
     BASE_URL,
     LoopbackServer,
     body_of,
@@ -28,9 +32,6 @@ from rank1_payloads import (
     sigmoid_of,
     sse_response,
 )
-
-from rank1_integrations import Rank1Client
-from rank1_integrations.protocol import VerdictSource
 
 URL = f"{BASE_URL}/completions"
 

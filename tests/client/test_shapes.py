@@ -5,7 +5,12 @@ from __future__ import annotations
 import httpx
 import pytest
 import respx
-from rank1_payloads import (
+
+from rank1_integrations import JudgmentError, Rank1Client
+from rank1_integrations.errors import BadResponseError
+from rank1_integrations.protocol import VerdictSource
+
+from .rank1_payloads import (
     BASE_URL,
     FALSE_ID,
     TRUE_ID,
@@ -20,10 +25,6 @@ from rank1_payloads import (
     vllm_completion,
     vllm_forced,
 )
-
-from rank1_integrations import JudgmentError, Rank1Client
-from rank1_integrations.errors import BadResponseError
-from rank1_integrations.protocol import VerdictSource
 
 
 def make_client(**kwargs) -> Rank1Client:

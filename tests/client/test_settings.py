@@ -8,10 +8,11 @@ import warnings
 import httpx
 import openai
 import pytest
-from rank1_payloads import RecordingServer, body_of, prompt_for, vllm_completion
 
 from rank1_integrations import JudgmentError, Rank1Client
 from rank1_integrations.client import DEFAULT_BASE_URL, DEFAULT_MODEL
+
+from .rank1_payloads import RecordingServer, body_of, prompt_for, vllm_completion
 
 
 @pytest.fixture

@@ -7,7 +7,13 @@ from __future__ import annotations
 import httpx
 import pytest
 import respx
-from rank1_payloads import (
+
+from rank1_integrations import Rank1Client
+from rank1_integrations.judgment import Judgment, total_usage
+from rank1_integrations.protocol import VerdictSource
+from rank1_integrations.transports.sdk import counting_requests
+
+from .rank1_payloads import (
     BASE_URL,
     body_of,
     chat_reply,
@@ -15,11 +21,6 @@ from rank1_payloads import (
     vllm_completion,
     vllm_forced,
 )
-
-from rank1_integrations import Rank1Client
-from rank1_integrations.judgment import Judgment, total_usage
-from rank1_integrations.protocol import VerdictSource
-from rank1_integrations.transports.sdk import counting_requests
 
 QUERY = "what causes tides?"
 PASSAGE = "The Moon's gravity pulls the oceans."

@@ -10,12 +10,13 @@ import httpx
 import openai
 import pytest
 import respx
-from rank1_payloads import BASE_URL, http_client, vllm_completion
 
 from rank1_integrations import Judgment, JudgmentError, MemoryCache, Rank1Client, protocol
 from rank1_integrations.cache import JudgmentCache
 from rank1_integrations.client import DEFAULT_BASE_URL
 from rank1_integrations.store import JudgmentStore
+
+from .rank1_payloads import BASE_URL, http_client, vllm_completion
 
 URL = f"{BASE_URL}/completions"
 OK = httpx.Response(200, json=vllm_completion())

@@ -6,7 +6,11 @@ from __future__ import annotations
 import httpx
 import pytest
 import respx
-from rank1_payloads import (
+
+from rank1_integrations import JudgmentError, NoVerdictError, Rank1Client
+from rank1_integrations.protocol import VerdictSource
+
+from .rank1_payloads import (
     BASE_URL,
     FALSE_ID,
     TRUE_ID,
@@ -16,9 +20,6 @@ from rank1_payloads import (
     vllm_completion,
     vllm_forced,
 )
-
-from rank1_integrations import JudgmentError, NoVerdictError, Rank1Client
-from rank1_integrations.protocol import VerdictSource
 
 QUERY = "what causes tides?"
 PASSAGE = "The Moon's gravity pulls the oceans."

@@ -15,7 +15,11 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from rank1_payloads import (
+
+from rank1_integrations import JudgmentError, Rank1Client
+from rank1_integrations.protocol import VerdictSource
+
+from .rank1_payloads import (
     BASE_URL,
     FALSE_ID,
     TRUE_ID,
@@ -27,9 +31,6 @@ from rank1_payloads import (
     vllm_completion,
     vllm_forced,
 )
-
-from rank1_integrations import JudgmentError, Rank1Client
-from rank1_integrations.protocol import VerdictSource
 
 URL = f"{BASE_URL}/completions"
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 import httpx
 import pytest
 import respx
-from rank1_payloads import BASE_URL, body_of, chat_reply, http_client, sigmoid_of
 
 from rank1_integrations import JudgmentError, NoVerdictError, Rank1Client
 from rank1_integrations.protocol import VerdictSource
+
+from .rank1_payloads import BASE_URL, body_of, chat_reply, http_client, sigmoid_of
 
 URL = f"{BASE_URL}/chat/completions"
 ANSWER_TOP = [(" true", -0.2), (" false", -1.9), ("true", -4.0), ("\n", -6.5)]

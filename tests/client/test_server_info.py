@@ -10,7 +10,12 @@ import json
 import httpx
 import pytest
 import respx
-from rank1_payloads import (
+
+from rank1_integrations import JudgmentError, Rank1Client
+from rank1_integrations.protocol import FORCED_ANSWER_MARGIN, VerdictSource
+from rank1_integrations.transports.server_info import max_tokens_bound
+
+from .rank1_payloads import (
     BASE_URL,
     FALSE_ID,
     TRUE_ID,
@@ -21,10 +26,6 @@ from rank1_payloads import (
     vllm_completion,
     vllm_forced,
 )
-
-from rank1_integrations import JudgmentError, Rank1Client
-from rank1_integrations.protocol import FORCED_ANSWER_MARGIN, VerdictSource
-from rank1_integrations.transports.server_info import max_tokens_bound
 
 ROOT = BASE_URL.removesuffix("/v1")
 MODEL = "jhu-clsp/rank1-7b"

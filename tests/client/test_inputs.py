@@ -9,9 +9,10 @@ import logging
 import httpx
 import pytest
 import respx
-from rank1_payloads import BASE_URL, body_of, http_client, sigmoid_of, vllm_completion
 
 from rank1_integrations import JudgmentError, Rank1Client
+
+from .rank1_payloads import BASE_URL, body_of, http_client, sigmoid_of, vllm_completion
 
 URL = f"{BASE_URL}/completions"
 

@@ -9,9 +9,10 @@ import sys
 import httpx
 import pytest
 import respx
-from rank1_payloads import body_of, http_client, vllm_completion, vllm_forced
 
 from rank1_integrations import JudgmentError, Rank1Client, telemetry
+
+from .rank1_payloads import body_of, http_client, vllm_completion, vllm_forced
 
 trace = pytest.importorskip("opentelemetry.trace")
 sdk_trace = pytest.importorskip("opentelemetry.sdk.trace")

@@ -8,9 +8,10 @@ import httpx
 import openai
 import pytest
 import respx
-from rank1_payloads import BASE_URL, body_of, http_client, prompt_for, vllm_completion
 
 from rank1_integrations import JudgmentError, Rank1Client
+
+from .rank1_payloads import BASE_URL, body_of, http_client, prompt_for, vllm_completion
 
 URL = f"{BASE_URL}/completions"
 OK = httpx.Response(200, json=vllm_completion())
@@ -240,7 +241,7 @@ async def test_json_with_another_content_type_is_read(respx_mock: respx.MockRout
 
 
 def _cut_streams() -> list[bytes]:
-    from rank1_payloads import llama_server_sse
+    from .rank1_payloads import llama_server_sse
 
     good = llama_server_sse()
     second = good.index(b"data: ", 10)
@@ -254,7 +255,7 @@ def _cut_streams() -> list[bytes]:
 @pytest.mark.parametrize("cut", _cut_streams())
 @respx.mock
 async def test_cut_stream_is_retried(respx_mock: respx.MockRouter, cut: bytes) -> None:
-    from rank1_payloads import llama_server_sse, sse_response
+    from .rank1_payloads import llama_server_sse, sse_response
 
     responses = [sse_response(cut), sse_response(llama_server_sse())]
     route = respx_mock.post(URL).mock(side_effect=lambda request: responses.pop(0))
