@@ -15,7 +15,7 @@ from rank1_server.engine import Engine, Generation, GenParams
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from bench_repro import compare  # noqa: E402
+from bench_repro import Comparison, compare  # noqa: E402
 
 
 def test_follow_up_runs_in_the_same_slot_before_anything_queued(random_model: Path) -> None:
@@ -92,25 +92,36 @@ def test_deterministic_scores_are_bit_identical_alone_loaded_and_cached(
     assert c.identical
 
 
-def test_deterministic_scores_are_bit_identical_on_f16(random_model: Path) -> None:
-    """The generated f16 model (llama.cpp's f16 weights take tinyBLAS for two or more
-    tokens in a ubatch and ``vec_dot`` for one, so batch shape changes the sums): in
-    deterministic mode the targets give the same scores and chains bit for bit alone,
-    mixed among others arriving at random over the slots, and from a warm cache. Small
-    enough for every CI run (not ``slow``)."""
-    c = compare(random_model, n=3, others=6, slots=4, budget=8, deterministic=True,
-                repack=True, n_ctx=256, spread_s=0.2)
+
+@pytest.fixture(scope="module")
+def f16_model(model_dir: Path) -> Path:
+    """4 layers x 256, f16 weights: the smallest generated shape on which the default
+    mode measured a difference here (f16 weights take llama.cpp's tinyBLAS for two or
+    more tokens in a ubatch and ``vec_dot`` for one; smaller shapes happened to agree)."""
+    from rank1_server.models import write_random_model
+
+    return write_random_model(model_dir / "repro-f16.gguf", n_layer=4, n_embd=256,
+                              dtype="f16")
+
+
+def test_deterministic_scores_are_bit_identical_on_f16(
+    f16_model: Path, record_property: pytest.RecordProperty
+) -> None:
+    """The generated f16 model: in deterministic mode the targets give the same scores
+    and chains bit for bit alone, mixed among others arriving at random over the slots,
+    and from a warm cache (the default mode, run beside it on the same shape, measured
+    max |Δscore| 9.5e-5 loaded and 6.7e-5 warm on the 2-core development box; it is
+    recorded, not asserted: it depends on the CPU's kernels). Small enough for every CI
+    run (not ``slow``)."""
+    def run(deterministic: bool) -> Comparison:
+        return compare(f16_model, n=4, others=12, slots=8, budget=24, repack=True, n_ctx=256,
+                       spread_s=0.3, deterministic=deterministic)
+
+    default = run(False)
+    record_property("default_loaded_vs_alone", default.loaded_vs_alone)
+    record_property("default_warm_vs_alone", default.warm_vs_alone)
+    c = run(True)
+    assert [j.source for j in c.alone] == [j.source for j in c.loaded]
     assert c.loaded_vs_alone == (0.0, 0, 0)
     assert c.warm_vs_alone == (0.0, 0, 0)
     assert c.identical
-
-
-def test_default_mode_is_measured_not_assumed(random_model: Path) -> None:
-    """The comparison of the default (batched, cached) mode runs and reports finite
-    figures for every target; whether they are zero depends on the kernels (the
-    benchmark prints them; the README's reproducibility section has the figures)."""
-    c = compare(random_model, n=3, others=6, slots=4, budget=8, deterministic=False,
-                repack=True, n_ctx=256, spread_s=0.2)
-    assert len(c.alone) == len(c.loaded) == len(c.warm) == 3
-    delta, flips, chains = c.loaded_vs_alone
-    assert 0.0 <= delta <= 1.0 and 0 <= flips <= 3 and 0 <= chains <= 3
