@@ -16,5 +16,13 @@ python3 -m venv .venv
 RANK1_LLAMA_SERVER="$(bash scripts/build_llama_server.sh)"
 RANK1_TEST_GGUF="$(bash scripts/fetch_test_model.sh)"
 export RANK1_LLAMA_SERVER RANK1_TEST_GGUF
+# The browser tests drive Debian's chromium (headless) through Playwright; the playground
+# test runs the curl command its copy button gives.
+if [ ! -x /usr/bin/chromium ] || ! command -v curl >/dev/null; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    chromium curl >/dev/null
+fi
 # pytest exits 5 when it collects no test: `set -e` turns that into a failure too.
 .venv/bin/python -m pytest "$@"

@@ -16,6 +16,7 @@ failure, :mod:`~rank1_server.errors`), one router module each in
 * ``POST /tokenize`` (:mod:`~rank1_server.routers.tokenize`) - vLLM's shape:
   ``{prompt, add_special_tokens}`` -> ``{count, max_model_len, tokens}`` (special tokens
   written as text are parsed, as in completions).
+* ``GET /`` - the playground page (:mod:`~rank1_server.playground`; ``--no-ui``: none).
 * ``GET /v1/models`` (``max_model_len``: one slot's context, as vLLM publishes it),
   ``GET /health`` (503 while loading), ``GET /metrics`` (Prometheus)
   (:mod:`~rank1_server.routers.models`).
@@ -42,6 +43,7 @@ from fastapi import FastAPI
 from .body_guard import BodyGuard
 from .config import ServerConfig
 from .errors import add_exception_handlers
+from .playground import mount_playground
 from .routers import ROUTERS
 from .state import ServerState
 
@@ -83,4 +85,6 @@ def create_app(config: ServerConfig) -> FastAPI:
     add_exception_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    if config.ui:
+        mount_playground(app)
     return app

@@ -85,6 +85,11 @@ class ServerConfig(BaseModel):
         "AMX inside sandboxes that trap it (e.g. gVisor containers). May be slower where "
         "repacking works; f16/f32 models are unaffected.",
     )
+    ui: bool = Field(
+        default=True,
+        description="Serve the playground web page at / (query, passages, streamed "
+        "reasoning and verdicts); --no-ui turns it off.",
+    )
     deterministic: bool = Field(
         default=False,
         description="Reproducible verdicts: each slot decoded in a llama_decode call of its "

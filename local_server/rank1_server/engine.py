@@ -167,8 +167,14 @@ class _State(Enum):
 class _Request:
     _ids = itertools.count()
 
-    def __init__(self, prompt: list[int], params: GenParams) -> None:
+    def __init__(
+        self, prompt: list[int], params: GenParams,
+        on_text: Callable[[str], None] | None = None,
+    ) -> None:
         self.id = next(self._ids)
+        #: Called on the engine thread with each new piece of the first generation's
+        #: output text (streaming; not a follow-up's).
+        self.on_text = on_text
         self.future: concurrent.futures.Future[Generation] = concurrent.futures.Future()
         self.cancelled = False
         self.finished = False
@@ -295,13 +301,21 @@ class Engine:
             raise ValueError(f"logprobs must be between 0 and {MAX_LOGPROBS}")
 
     def submit_many(
-        self, items: Sequence[tuple[Sequence[int], GenParams]], *, priority: bool = False
+        self, items: Sequence[tuple[Sequence[int], GenParams]], *, priority: bool = False,
+        on_text: Sequence[Callable[[str], None] | None] | None = None,
     ) -> list[concurrent.futures.Future[Generation]]:
         """Queue several requests at once (all or none). ``priority`` requests skip the
-        queue bound and go first (used for a judgment's second step)."""
+        queue bound and go first (used for a judgment's second step). ``on_text[i]``, when
+        given, is called on the engine thread with each new piece of request ``i``'s output
+        text as it is generated (it must be quick and thread-safe; the streaming API hands
+        it to its event loop)."""
         for prompt, params in items:
             self.check(prompt, params)
-        reqs = [_Request(list(prompt), params) for prompt, params in items]
+        listeners = list(on_text) if on_text is not None else [None] * len(items)
+        reqs = [
+            _Request(list(prompt), params, listener)
+            for (prompt, params), listener in zip(items, listeners, strict=True)
+        ]
         with self._cv:
             if self._stopping or self.crashed:
                 raise RuntimeError(f"the engine is not running ({self.crashed or 'stopping'})")
@@ -699,7 +713,10 @@ class Engine:
         p = req.params
         piece = self.model.piece(token, special=not p.skip_special_tokens)
         before = len(req.text)
-        req.text += req._decoder.decode(piece)
+        delta = req._decoder.decode(piece)
+        req.text += delta
+        if req.on_text is not None and delta and req.first is None:
+            req.on_text(delta)
         if not p.stop:
             return None
         best: tuple[int, str] | None = None

@@ -279,12 +279,18 @@ class Rank1Judge:
         *,
         instruction: str | None = None,
         max_reasoning_tokens: int = 2048,
+        on_text: Callable[[int, str], None] | None = None,
+        on_verdict: Callable[[Judgment, int], None] | None = None,
     ) -> JudgeResult:
         """Judge ``docs`` for ``query``; one :class:`Judgment` per document, in order.
 
         All first requests enter the engine's queue together (one bound check: the whole
         call is refused with :class:`~rank1_server.engine.QueueFull` or none of it);
         a forced answer runs in its chain's own slot as the chain ends (no re-queue).
+
+        For streaming (:mod:`~rank1_server.streaming`): ``on_text(index, piece)`` is called
+        on the engine thread with each piece of a document's generated text;
+        ``on_verdict(judgment, reasoning_budget)`` on the event loop as each verdict lands.
         """
         if max_reasoning_tokens < 1:
             raise ValueError(f"max_reasoning_tokens must be >= 1, got {max_reasoning_tokens}")
@@ -300,11 +306,16 @@ class Rank1Judge:
         start = time.perf_counter()
         params = {p.max_reasoning_tokens: self._first_params(p.max_reasoning_tokens)
                   for p in prepared}
-        futures = self.engine.submit_many([
-            (p.tokens, replace(params[p.max_reasoning_tokens],
-                               follow_up=functools.partial(self._forced_follow_up, p.prompt)))
-            for p in prepared
-        ])
+        futures = self.engine.submit_many(
+            [
+                (p.tokens, replace(params[p.max_reasoning_tokens],
+                                   follow_up=functools.partial(self._forced_follow_up, p.prompt)))
+                for p in prepared
+            ],
+            on_text=None if on_text is None else [
+                functools.partial(on_text, i) for i in range(len(prepared))
+            ],
+        )
 
         async def finish(i: int) -> Judgment:
             p = prepared[i]
@@ -314,6 +325,8 @@ class Rank1Judge:
             )
             if self.on_judgment is not None:
                 self.on_judgment(time.perf_counter() - start)
+            if on_verdict is not None:
+                on_verdict(judgment, p.max_reasoning_tokens)
             return judgment
 
         tasks = [asyncio.ensure_future(finish(i)) for i in range(len(prepared))]

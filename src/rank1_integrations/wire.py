@@ -19,7 +19,8 @@ Usage::
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -32,7 +33,13 @@ __all__ = [
     "RerankRequest",
     "RerankResponse",
     "RerankResult",
+    "RerankStreamDone",
+    "RerankStreamError",
+    "RerankStreamReasoning",
+    "RerankStreamResult",
     "RerankUsage",
+    "parse_stream_event",
+    "stream_event",
 ]
 
 
@@ -59,6 +66,10 @@ class RerankRequest(_Wire):
     instruction: str | None = None
     #: Most tokens rank1 may spend reasoning per document (server default if omitted).
     max_reasoning_tokens: int | None = Field(default=None, ge=1)
+    #: rank1-server only: answer Server-Sent Events (:class:`RerankStreamReasoning`,
+    #: :class:`RerankStreamResult`, then :class:`RerankStreamDone`) instead of one JSON.
+    #: None (the default) is left out of a dumped request, so other hosts never see it.
+    stream: bool | None = None
 
     @field_validator("query")
     @classmethod
@@ -156,3 +167,79 @@ class RerankResponse(_Wire):
     model: str | None = None
     results: list[RerankResult]
     usage: RerankUsage | None = None
+
+
+# ------------------------------------------------------------------ streaming (SSE)
+#
+# ``POST /v1/rerank`` with ``"stream": true`` answers ``text/event-stream``; every event is
+# ``event: <type>`` plus ``data: <json>`` whose ``type`` repeats the event name:
+#
+# * ``reasoning`` - a piece of one document's reasoning as it is generated; a document's
+#   pieces, joined, are its chain (``result.reasoning`` is that, stripped). Pieces of
+#   different documents interleave.
+# * ``result`` - one document's verdict as it lands (every document, in the order they
+#   finish): the same object as in the non-streamed ``results``.
+# * ``done`` - last: ``ranking`` (input indices best first, ``top_n`` of them: the
+#   non-streamed ``results`` are the ``result`` events in that order) and ``usage``.
+# * ``error`` - instead of ``done`` when the request fails after the stream began.
+
+
+class RerankStreamReasoning(_Wire):
+    """``event: reasoning``: a piece of document ``index``'s reasoning."""
+
+    type: Literal["reasoning"] = "reasoning"
+    index: int
+    delta: str
+
+
+class RerankStreamResult(_Wire):
+    """``event: result``: document ``result.index``'s verdict, as in ``results``."""
+
+    type: Literal["result"] = "result"
+    result: RerankResult
+
+
+class RerankStreamDone(_Wire):
+    """``event: done``: the ranking (input indices, best first, ``top_n``) and usage."""
+
+    type: Literal["done"] = "done"
+    id: str | None = None
+    model: str | None = None
+    ranking: list[int]
+    usage: RerankUsage | None = None
+
+
+class RerankStreamError(_Wire):
+    """``event: error``: the request failed after the stream began (OpenAI error shape)."""
+
+    type: Literal["error"] = "error"
+    error: dict[str, object]
+
+
+#: Any one event of the stream.
+RerankStreamEvent = (
+    RerankStreamReasoning | RerankStreamResult | RerankStreamDone | RerankStreamError
+)
+
+_STREAM_EVENTS: dict[str, type[_Wire]] = {
+    "reasoning": RerankStreamReasoning,
+    "result": RerankStreamResult,
+    "done": RerankStreamDone,
+    "error": RerankStreamError,
+}
+
+
+def stream_event(event: RerankStreamEvent) -> str:
+    """One event as Server-Sent Events text (``event:``, ``data:``, blank line)."""
+    data = {"type": event.type, **event.model_dump(exclude_unset=True)}
+    return f"event: {event.type}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def parse_stream_event(data: str) -> RerankStreamEvent:
+    """An event from one SSE ``data:`` payload (its ``type`` says which)."""
+    raw = json.loads(data)
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    model = _STREAM_EVENTS.get(kind)  # type: ignore[arg-type]
+    if model is None:
+        raise Rank1Error(f"unknown /v1/rerank stream event: {data[:200]!r}")
+    return model.model_validate(raw)  # type: ignore[return-value]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from rank1_integrations.ranking import rank_order
 from rank1_integrations.wire import (
@@ -22,6 +22,7 @@ from ..deps import State, require_key, until_disconnect
 from ..engine import QueueFull
 from ..errors import ApiError, queue_full
 from ..rank1 import Document, NoRoom
+from ..streaming import stream_rerank
 
 __all__ = ["router"]
 
@@ -32,7 +33,7 @@ router = APIRouter(dependencies=[Depends(require_key)])
 @router.post("/rerank", include_in_schema=False)
 async def rerank(
     body: RerankRequest, request: Request, state: State
-) -> JSONResponse:
+) -> Response:
     state.ready()
     judge = state.judge
     if judge is None:
@@ -47,6 +48,8 @@ async def rerank(
         for d in body.documents
     ]
     budget = body.max_reasoning_tokens or state.config.max_reasoning_tokens
+    if body.stream:
+        return await stream_rerank(state, body, docs, budget)
     try:
         result = await until_disconnect(request, judge.judge_many(
             body.query, docs, instruction=body.instruction, max_reasoning_tokens=budget,

@@ -1,4 +1,5 @@
-"""The ``rank1`` command line: ``rank1 demo``, ``rank1 rerank``, ``rank1 eval``.
+"""The ``rank1`` command line: ``rank1 demo``, ``rank1 rerank``, ``rank1 eval``,
+``rank1 calibrate``.
 
 Each subcommand lives in its own module exposing ``add_parser(subparsers)`` (which sets
 ``func`` on its parser) and is imported only when the command line is parsed.
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 #: Subcommand modules, in the order ``rank1 --help`` lists them.
-_SUBCOMMANDS = ("demo", "rerank", "eval")
+_SUBCOMMANDS = ("demo", "rerank", "eval", "calibrate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -123,6 +123,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     out.add_argument(
         "--judgments", metavar="FILE", help="write every judgment (score, reasoning...) as JSONL"
     )
+    out.add_argument(
+        "--report", metavar="FILE",
+        help="write a self-contained HTML report with plots (nDCG per query, reliability "
+        "diagram, score histogram, reasoning length, threshold precision/recall, every "
+        "judgment's chain); needs matplotlib (the eval extra)",
+    )
+    out.add_argument(
+        "--target-precision", type=float, default=0.9, metavar="P",
+        help="print (and mark in --report) the lowest score_threshold whose precision on "
+        "the qrels reaches P (default 0.9)",
+    )
     out.add_argument("--json", action="store_true", help="print the report as JSON")
     out.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
@@ -221,10 +232,24 @@ def _run(args: argparse.Namespace) -> int:
             early_eval=evaluate(qrels, early.run_scores(), metrics),
             stop_after_relevant=args.stop_after_relevant,
         )
+    best = None
+    if args.report:
+        from ..evaluation.html_report import write_html_report
+
+        best = write_html_report(args.report, report, result, qrels,
+                                 target_precision=args.target_precision)
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
     else:
         print(render_text(report))
+        if args.report:
+            if best is None:
+                print(f"no score_threshold reaches precision {args.target_precision:.2f}")
+            else:
+                print(f"score_threshold={best.threshold:.4f} reaches precision "
+                      f"{best.precision:.4f} (target {args.target_precision:.2f}) at recall "
+                      f"{best.recall:.4f}")
+            print(f"report written to {args.report}")
     return 3 if (result.failures or result.aborted) else 0
 
 
