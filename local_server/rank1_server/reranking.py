@@ -1,0 +1,110 @@
+"""What every rerank route does, written once: judge a query's documents on the engine,
+rank them (:func:`~rank1_integrations.ranking.rank_order`), cut to ``top_n``, and turn
+the engine's refusals into API errors. The route modules (``/v1/rerank``, ``/v2/rerank``,
+``/rerank``) only read their request shape and write their response shape.
+
+Usage (in a route)::
+
+    ranked = await rerank(request, state, query, docs, top_n=body.top_n)
+    results = ranked.results(document=lambda i: {"text": texts[i]})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+
+from rank1_integrations.judgment import Judgment
+from rank1_integrations.ranking import rank_order
+from rank1_integrations.wire import RerankResult, RerankUsage
+
+from .deps import until_disconnect
+from .engine import QueueFull
+from .errors import ApiError, queue_full
+from .rank1 import Document, JudgeResult, NoRoom
+from .state import ServerState
+
+__all__ = ["Ranked", "rerank"]
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """The judged documents: ``order`` best first (``top_n`` of them), ``result`` all of
+    them in input order with the tokens they took."""
+
+    order: list[Judgment]
+    result: JudgeResult
+    documents: int
+
+    def results(
+        self, document: Callable[[int], dict[str, Any]] | None = None
+    ) -> list[RerankResult]:
+        """The result items, best first; ``document(index)`` is written back when given
+        (never ``null``: the key is left out otherwise)."""
+        return [
+            RerankResult.from_judgment(
+                j, reasoning_budget=self.result.reasoning_budgets[j.index],
+                document=document(j.index) if document is not None else None,
+            )
+            for j in self.order
+        ]
+
+    def usage(self) -> RerankUsage:
+        """Jina's and vLLM's ``usage``."""
+        prompt, completion = self.result.prompt_tokens, self.result.completion_tokens
+        return RerankUsage(prompt_tokens=prompt, completion_tokens=completion,
+                           total_tokens=prompt + completion)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.result.prompt_tokens
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.result.completion_tokens
+
+
+async def rerank(
+    request: Request,
+    state: ServerState,
+    query: str,
+    docs: Sequence[Document],
+    *,
+    top_n: int | None = None,
+    instruction: str | None = None,
+    max_reasoning_tokens: int | None = None,
+    max_passage_tokens: int | None = None,
+) -> Ranked:
+    """Judge ``docs`` for ``query`` (cancelled if the client leaves) and rank them.
+
+    Raises :class:`~rank1_server.errors.ApiError`: 503 while the model loads, 400 when the
+    model cannot run rank1 or the query leaves no room for a passage, 413 for more
+    documents than the queue holds, 429 (``Retry-After``) when the queue is full."""
+    state.ready()
+    judge = state.judge
+    if judge is None:
+        raise ApiError(400, f"this model cannot run rank1: {state.rank1_error}",
+                       param="model", code="model_not_supported")
+    limit = state.config.max_queue
+    if len(docs) > limit:
+        raise ApiError(413, f"{len(docs)} documents in one request; the limit "
+                       f"is {limit}", param="documents", code="too_many_documents")
+    budget = max_reasoning_tokens or state.config.max_reasoning_tokens
+    try:
+        result = await until_disconnect(request, judge.judge_many(
+            query, docs, instruction=instruction, max_reasoning_tokens=budget,
+            max_passage_tokens=max_passage_tokens,
+        ))
+    except QueueFull as exc:
+        raise queue_full(exc) from exc
+    except NoRoom as exc:
+        raise ApiError(400, str(exc), param="query", code="context_length_exceeded") from exc
+    except ValueError as exc:
+        raise ApiError(400, str(exc), param="max_reasoning_tokens") from exc
+    order = rank_order(result.judgments, lambda j: j.score)
+    if top_n is not None:
+        order = order[:top_n]
+    return Ranked(order, result, len(docs))
