@@ -89,15 +89,29 @@ def test_cohere_client_v2(root: str) -> None:
     assert "document" not in extra
 
 
-def test_cohere_client_v2_raw_response_has_the_reasoning(root: str) -> None:
+def test_cohere_sdk_user_reads_the_reasoning_as_attributes(root: str) -> None:
+    """What the README tells a cohere SDK user: rank1's keys are attributes of each result
+    (the SDK's models keep unknown keys)."""
     co = cohere.ClientV2(api_key=KEY, base_url=root)
-    raw = co.with_raw_response.rerank(model="rank1-demo", query=QUERY, documents=TEXTS,
-                                      request_options=NO_RETRY)
-    body = raw.response.json() if hasattr(raw, "response") else raw._response.json()
-    assert [r["index"] for r in body["results"]] == ORDER
-    for r in body["results"]:
-        assert set(r) >= {"index", "relevance_score", "relevant", "reasoning", "source"}
-        assert "document" not in r
+    out = co.rerank(model="rank1-demo", query=QUERY, documents=TEXTS, request_options=NO_RETRY)
+    assert [r.index for r in out.results] == ORDER
+    for r in out.results:
+        fields = r.model_dump()
+        assert set(fields) >= {"index", "relevance_score", "relevant", "reasoning", "source",
+                               "truncated"}
+        assert "document" not in fields  # never null: the key is not written at all
+        assert r.relevant == (EXPECTED[r.index] > 0.5)  # type: ignore[attr-defined]
+        assert isinstance(r.reasoning, str) and r.reasoning  # type: ignore[attr-defined]
+
+
+def test_rank1_options_through_the_sdk_extra_body(root: str) -> None:
+    """rank1's own options reach /v2/rerank through the SDK's extra body parameters."""
+    co = cohere.ClientV2(api_key=KEY, base_url=root)
+    out = co.rerank(model="m", query=QUERY, documents=TEXTS[1:2], request_options={
+        "max_retries": 0, "additional_body_parameters": {"max_reasoning_tokens": 3}})
+    r = out.results[0]
+    # a 3-token budget cannot reach the demo chain's answer: the forced answer decides
+    assert r.reasoning_tokens == 3 and r.source == "forced_answer"  # type: ignore[attr-defined]
 
 
 def test_max_tokens_per_doc_cuts_the_passage(root: str) -> None:
@@ -124,14 +138,13 @@ def test_cohere_client_v1_documents_and_rank_fields(root: str) -> None:
     assert all(r.document is None for r in bare.results)
     # structured documents: judged on the rank_fields, given back whole
     objects = [{"body": t, "id": f"doc-{i}"} for i, t in enumerate(TEXTS)]
-    raw = co.with_raw_response.rerank(query=QUERY, documents=objects,  # type: ignore[arg-type]
-                                      rank_fields=["body"], return_documents=True,
-                                      request_options=NO_RETRY)
-    body = raw.response.json() if hasattr(raw, "response") else raw._response.json()
-    assert [r["index"] for r in body["results"]] == ORDER
-    for r in body["results"]:
-        assert r["relevance_score"] == pytest.approx(EXPECTED[r["index"]], abs=2e-3)
-        assert r["document"] == objects[r["index"]]
+    out = co.rerank(query=QUERY, documents=objects,  # type: ignore[arg-type]
+                    rank_fields=["body"], return_documents=True, request_options=NO_RETRY)
+    assert [r.index for r in out.results] == ORDER
+    for r in out.results:
+        assert r.relevance_score == pytest.approx(EXPECTED[r.index], abs=2e-3)
+        assert r.document is not None
+        assert r.document.model_dump(exclude_none=True) == objects[r.index]
 
 
 # ---------------------------------------------------------------------------- litellm
