@@ -73,6 +73,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await loader
+        if state.gateway is not None:
+            await state.gateway.aclose()
+            state.gateway = None
         if state.engine is not None:
             await asyncio.to_thread(state.engine.stop)
             state.engine = None

@@ -15,8 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import openai
 from fastapi import Request
 
+from rank1_integrations import Rank1Client
+from rank1_integrations.errors import Rank1Error
 from rank1_integrations.judgment import Judgment
 from rank1_integrations.ranking import rank_order
 from rank1_integrations.wire import RerankResult, RerankUsage
@@ -82,16 +85,19 @@ async def rerank(
 
     Raises :class:`~rank1_server.errors.ApiError`: 503 while the model loads, 400 when the
     model cannot run rank1 or the query leaves no room for a passage, 413 for more
-    documents than the queue holds, 429 (``Retry-After``) when the queue is full."""
+    documents than the queue holds, 429 (``Retry-After``) when the queue is full; in
+    gateway mode (``--upstream``) 502 naming the upstream's failure."""
+    if state.gateway is not None:
+        return await _through_upstream(
+            request, state, state.gateway, query, docs, top_n=top_n, instruction=instruction,
+            max_reasoning_tokens=max_reasoning_tokens, max_passage_tokens=max_passage_tokens,
+        )
     state.ready()
     judge = state.judge
     if judge is None:
         raise ApiError(400, f"this model cannot run rank1: {state.rank1_error}",
                        param="model", code="model_not_supported")
-    limit = state.config.max_queue
-    if len(docs) > limit:
-        raise ApiError(413, f"{len(docs)} documents in one request; the limit "
-                       f"is {limit}", param="documents", code="too_many_documents")
+    _check_count(state, docs)
     budget = max_reasoning_tokens or state.config.max_reasoning_tokens
     try:
         result = await until_disconnect(request, judge.judge_many(
@@ -108,3 +114,47 @@ async def rerank(
     if top_n is not None:
         order = order[:top_n]
     return Ranked(order, result, len(docs))
+
+
+def _check_count(state: ServerState, docs: Sequence[Document]) -> None:
+    limit = state.config.max_queue
+    if len(docs) > limit:
+        raise ApiError(413, f"{len(docs)} documents in one request; the limit "
+                       f"is {limit}", param="documents", code="too_many_documents")
+
+
+async def _through_upstream(
+    request: Request,
+    state: ServerState,
+    client: Rank1Client,
+    query: str,
+    docs: Sequence[Document],
+    *,
+    top_n: int | None,
+    instruction: str | None,
+    max_reasoning_tokens: int | None,
+    max_passage_tokens: int | None,
+) -> Ranked:
+    """Gateway mode: judge at the upstream with :meth:`Rank1Client.ajudge_all` (input
+    order), then rank here, as for the engine."""
+    _check_count(state, docs)
+    if max_passage_tokens is not None:
+        raise ApiError(400, "a gateway has no tokenizer to cut passages by tokens: "
+                       "max_tokens_per_doc / max_chunks_per_doc are not served with --upstream",
+                       param="max_tokens_per_doc", code="not_supported")
+    budget = max_reasoning_tokens or state.config.max_reasoning_tokens
+    try:
+        judgments = await until_disconnect(request, client.ajudge_all(
+            query, docs, instruction=instruction, max_reasoning_tokens=budget,
+            on_error="raise",
+        ))
+    except (Rank1Error, openai.APIError) as exc:
+        raise ApiError(502, f"the upstream {state.config.upstream} failed: "
+                       f"{type(exc).__name__}: {exc}", type="upstream_error",
+                       code="upstream_error") from exc
+    result = JudgeResult(
+        judgments, sum(j.prompt_tokens for j in judgments),
+        sum(j.reasoning_tokens for j in judgments), tuple(budget for _ in judgments),
+    )
+    order = rank_order(judgments, lambda j: j.score)
+    return Ranked(order[:top_n] if top_n is not None else order, result, len(docs))

@@ -20,26 +20,11 @@ from pathlib import Path
 import cohere
 import httpx
 import pytest
-from rank1_server.models.demo_model import expected_p_true
 from rank1_server.testing import running_server
-
-from rank1_integrations.ranking import rank_order
+from rerank_support import EXPECTED, KEY, NO_RETRY, ORDER, QUERY, TEXTS
 
 # litellm reads its model price list from the network unless told otherwise
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
-KEY = "sk-rank1-test"
-QUERY = "how do bees make honey from nectar"
-TEXTS = [
-    "Volcanoes erupt when magma rises through the crust.",
-    "Bees make honey from nectar they collect from flowers.",
-    "Honey bees live in hives.",
-    "The stock market fell on Tuesday.",
-]
-#: The demo model's P(true) for each text, and the order a reranker must give.
-EXPECTED = [expected_p_true(QUERY, t) for t in TEXTS]
-ORDER = rank_order(range(len(TEXTS)), lambda i: EXPECTED[i])
-NO_RETRY = {"max_retries": 0}
 
 
 @pytest.fixture(scope="module")
