@@ -2,8 +2,8 @@
 answered by judging through ``Rank1Client`` at a real upstream, llama.cpp's
 ``llama-server`` serving the demo model (its chains end on ``</think> true|false``, so the
 scores are known); the cohere SDK and LangChain's ``CohereRerank`` in front. Faults: the
-upstream gone (502 naming it, ``/health`` 503), a per-document cut a gateway cannot make
-(400)."""
+upstream gone (502 naming it, ``/health`` 503) and back at its address (recovered, no
+restart), a per-document cut a gateway cannot make (400)."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def test_gateway_serves_no_engine_routes_and_no_token_cut(gateway: str) -> None:
     assert bad.value.body["param"] == "max_tokens_per_doc"
 
 
-def test_upstream_gone_is_a_502_naming_it(demo_model: Path) -> None:
+def test_upstream_gone_is_a_502_naming_it_and_back_recovers(demo_model: Path) -> None:
     from real.servers import llama_server, llama_server_binary
 
     with ExitStack() as upstream_alive:
@@ -91,3 +91,12 @@ def test_upstream_gone_is_a_502_naming_it(demo_model: Path) -> None:
             assert took < 60, f"the 502 took {took:.1f} s"
             health = httpx.get(f"{root}/health")
             assert health.status_code == 503 and "unreachable" in health.json()["message"]
+            # the upstream comes back at the same address: the gateway recovers, no restart
+            port = int(up.rsplit(":", 1)[1].split("/")[0])
+            with llama_server(llama_server_binary(), demo_model, parallel=1,
+                              alias="rank1-demo", port=port) as back:
+                assert back == up
+                assert httpx.get(f"{root}/health").status_code == 200
+                again = httpx.post(f"{root}/v2/rerank", json=body, timeout=60)
+                assert again.status_code == 200
+                assert [r["index"] for r in again.json()["results"]] == [1, 0]
