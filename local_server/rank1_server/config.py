@@ -108,7 +108,7 @@ class ServerConfig(BaseModel):
     )
     upstream_api_key: str | None = Field(
         default=None, description="API key sent to the upstream.",
-        json_schema_extra={"env": "RANK1_UPSTREAM_API_KEY"},
+        json_schema_extra={"env": "RANK1_UPSTREAM_API_KEY", "metavar": "KEY"},
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of the server and uvicorn."

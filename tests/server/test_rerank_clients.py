@@ -217,6 +217,12 @@ def test_401_without_the_key_is_unauthorized(root: str) -> None:
     for path in ("/v2/rerank", "/v1/rerank"):
         r = httpx.post(f"{root}{path}", json={"query": QUERY, "documents": TEXTS})
         assert r.status_code == 401 and "API key" in r.json()["message"]
+    # /v1/rerank writes OpenAI's error object too (rank1's client reads it); /rerank only it
+    r = httpx.post(f"{root}/v1/rerank", json={"query": QUERY, "documents": TEXTS})
+    assert r.json()["error"]["code"] == "invalid_api_key"
+    r = httpx.post(f"{root}/rerank", json={"query": QUERY, "documents": TEXTS})
+    assert r.status_code == 401 and set(r.json()) == {"error"}
+    assert r.json()["error"]["code"] == "invalid_api_key"
     with pytest.raises(cohere.UnauthorizedError) as v2:
         cohere.ClientV2(api_key="wrong", base_url=root).rerank(
             model="m", query=QUERY, documents=TEXTS, request_options=NO_RETRY)
