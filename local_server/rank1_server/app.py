@@ -2,7 +2,7 @@
 the body guard, the error handlers and the routers over one engine.
 
 Endpoints (OpenAI error shape ``{"error": {"message", "type", "param", "code"}}`` on
-failure, :mod:`~rank1_server.errors`), one router module each in
+failure, Cohere's on the Cohere paths, :mod:`~rank1_server.errors`), one router module each in
 :mod:`rank1_server.routers`:
 
 * ``POST /v1/completions`` (:mod:`~rank1_server.routers.completions`) - answered like
@@ -11,8 +11,12 @@ failure, :mod:`~rank1_server.errors`), one router module each in
   and ``stop_reason``; ``prompt`` may be a list.
 * ``POST /v1/chat/completions`` (:mod:`~rank1_server.routers.chat`) - basic: text
   messages, greedy, optional logprobs.
-* ``POST /v1/rerank`` (:mod:`~rank1_server.routers.rerank`) - Jina/Cohere shape with
-  rank1's verdict per document (:mod:`rank1_integrations.wire`).
+* ``POST /v1/rerank`` (:mod:`~rank1_server.routers.rerank`) - Jina's and Cohere v1's
+  shape, ``POST /v2/rerank`` (:mod:`~rank1_server.routers.rerank_v2`) - Cohere v2's,
+  ``POST /rerank`` (:mod:`~rank1_server.routers.rerank_vllm`) - vLLM's; rank1's verdict per
+  document as extra keys (:mod:`rank1_integrations.wire`), one judging path
+  (:mod:`~rank1_server.reranking`), errors in each API's shape
+  (:func:`~rank1_server.errors.error_shape`).
 * ``POST /tokenize`` (:mod:`~rank1_server.routers.tokenize`) - vLLM's shape:
   ``{prompt, add_special_tokens}`` -> ``{count, max_model_len, tokens}`` (special tokens
   written as text are parsed, as in completions).
@@ -71,6 +75,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await loader
+        if state.gateway is not None:
+            await state.gateway.aclose()
+            state.gateway = None
         if state.engine is not None:
             await asyncio.to_thread(state.engine.stop)
             state.engine = None

@@ -19,7 +19,7 @@ class BodyGuard:
     (Not ``BaseHTTPMiddleware``: that one hides client disconnects from the routes.)
     """
 
-    _ENDPOINTS = {"/v1/completions", "/v1/chat/completions", "/v1/rerank", "/rerank",
+    _ENDPOINTS = {"/v1/completions", "/v1/chat/completions", "/v1/rerank", "/v2/rerank", "/rerank",
                   "/v1/models", "/tokenize", "/health", "/metrics"}
 
     def __init__(self, app: Any, state: ServerState) -> None:
@@ -55,7 +55,7 @@ class BodyGuard:
             if too_large is not None:
                 response = error_response(
                     413, f"the request body has {too_large}; the limit is {limit}",
-                    "invalid_request_error", None, "request_too_large",
+                    "invalid_request_error", None, "request_too_large", path=path,
                 )
                 await response(scope, receive, send_wrapper)
                 return

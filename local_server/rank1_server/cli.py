@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rank1-server: model file not found: {model}{hint}", file=sys.stderr)
         return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    if not args.model_path:
+    if not args.model_path and not args.upstream:
         logging.getLogger("rank1_server").info("no --model given: serving the demo model %s",
                                                model)
     config = ServerConfig(**{**vars(args), "model_path": model})

@@ -101,6 +101,28 @@ class ServerConfig(BaseModel):
     max_body_bytes: int = Field(
         default=32 * 1024 * 1024, ge=1, description="Largest request body accepted (413 above)."
     )
+    upstream: str | None = Field(
+        default=None,
+        description="Gateway mode: load no model; serve the rerank routes (and /v1/models, "
+        "/health, /metrics) by judging through Rank1Client against this OpenAI-compatible "
+        "rank1 deployment (a vLLM router, llama-server, a hosted endpoint), e.g. "
+        "http://vllm:8000/v1.",
+        json_schema_extra={"metavar": "URL"},
+    )
+    upstream_model: str | None = Field(
+        default=None,
+        description="Model name at the upstream (default: the one it serves).",
+        json_schema_extra={"metavar": "NAME"},
+    )
+    upstream_mode: Literal["completions", "chat"] = Field(
+        default="completions",
+        description="How the gateway asks the upstream: 'completions' (rank1's faithful "
+        "path) or 'chat'.",
+    )
+    upstream_api_key: str | None = Field(
+        default=None, description="API key sent to the upstream.",
+        json_schema_extra={"env": "RANK1_UPSTREAM_API_KEY", "metavar": "KEY"},
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of the server and uvicorn."
     )
@@ -117,5 +139,7 @@ class ServerConfig(BaseModel):
     def served_name(self) -> str:
         if self.model_name:
             return self.model_name
+        if self.upstream:
+            return self.upstream_model or "rank1"
         base = os.path.basename(self.model_path)
         return base[: -len(".gguf")] if base.endswith(".gguf") else base

@@ -159,6 +159,7 @@ class Rank1Judge:
         *,
         instruction: str | None,
         max_reasoning_tokens: int,
+        max_passage_tokens: int | None = None,
     ) -> tuple[str, list[int], bool]:
         """The rank1 prompt, its tokens, and whether the passage was cut to fit one slot.
 
@@ -167,6 +168,8 @@ class Rank1Judge:
         that does not fit is cut so that at least ``min(max_reasoning_tokens,
         RESERVED_REASONING_TOKENS, half the room the rest of the prompt leaves)`` reasoning
         tokens remain. The budget itself is then fitted by :meth:`prepare`.
+        ``max_passage_tokens`` cuts the passage further, to that many tokens (the rerank
+        APIs' per-document limit: Cohere's ``max_tokens_per_doc``).
         """
         n_ctx = self.engine.n_ctx_per_slot
         room = n_ctx - FORCED_MARGIN  # prompt + reasoning
@@ -180,6 +183,8 @@ class Rank1Judge:
             )
         limit = room - floor
         budget = limit - frame
+        if max_passage_tokens is not None:
+            budget = min(budget, max_passage_tokens)
         text, truncated = doc.text, False
         for _ in range(4):  # token boundaries can shift a little once the passage is in place
             text, cut = truncate_passage(
@@ -201,12 +206,14 @@ class Rank1Judge:
         *,
         instruction: str | None,
         max_reasoning_tokens: int,
+        max_passage_tokens: int | None = None,
     ) -> Prepared:
         """The prompt (passage cut by :meth:`prompt_tokens`) and the reasoning budget that
         fits beside it: ``min(max_reasoning_tokens, n_ctx - prompt tokens - FORCED_MARGIN)``
         (:func:`~rank1_integrations.protocol.fit_reasoning_budget`)."""
         prompt, tokens, truncated = self.prompt_tokens(
-            query, doc, instruction=instruction, max_reasoning_tokens=max_reasoning_tokens
+            query, doc, instruction=instruction, max_reasoning_tokens=max_reasoning_tokens,
+            max_passage_tokens=max_passage_tokens,
         )
         budget = fit_reasoning_budget(
             max_reasoning_tokens, n_ctx=self.engine.n_ctx_per_slot, prompt_tokens=len(tokens),
@@ -281,6 +288,7 @@ class Rank1Judge:
         max_reasoning_tokens: int = 2048,
         on_text: Callable[[int, str], None] | None = None,
         on_verdict: Callable[[Judgment, int], None] | None = None,
+        max_passage_tokens: int | None = None,
     ) -> JudgeResult:
         """Judge ``docs`` for ``query``; one :class:`Judgment` per document, in order.
 
@@ -291,12 +299,15 @@ class Rank1Judge:
         For streaming (:mod:`~rank1_server.streaming`): ``on_text(index, piece)`` is called
         on the engine thread with each piece of a document's generated text;
         ``on_verdict(judgment, reasoning_budget)`` on the event loop as each verdict lands.
+        ``max_passage_tokens`` cuts every passage to that many tokens (see
+        :meth:`prompt_tokens`).
         """
         if max_reasoning_tokens < 1:
             raise ValueError(f"max_reasoning_tokens must be >= 1, got {max_reasoning_tokens}")
         prepared = [
             self.prepare(
-                query, d, instruction=instruction, max_reasoning_tokens=max_reasoning_tokens
+                query, d, instruction=instruction, max_reasoning_tokens=max_reasoning_tokens,
+                max_passage_tokens=max_passage_tokens,
             )
             for d in docs
         ]

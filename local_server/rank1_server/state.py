@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from rank1_integrations import Rank1Client
 from rank1_integrations.protocol import THINK_START
 
 from .backend import LlamaContext, LlamaModel
@@ -28,6 +29,8 @@ class ServerState:
         self.config = config
         self.model_name = config.served_name()
         self.engine: Engine | None = None
+        #: Gateway mode (``--upstream``): the client judging at the upstream; no engine.
+        self.gateway: Rank1Client | None = None
         self.judge: Rank1Judge | None = None
         self.rank1_error: str | None = None
         self.load_error: str | None = None
@@ -39,8 +42,20 @@ class ServerState:
         self.on_load_error: Callable[[], None] | None = None
 
     def load(self) -> None:
-        """Load the model and start the engine (blocking: run it in a thread)."""
+        """Load the model and start the engine (blocking: run it in a thread); in gateway
+        mode, make the client that judges at the upstream instead."""
         cfg = self.config
+        if cfg.upstream:
+            # No cache, one concurrency bound toward the upstream for all requests, a
+            # failed document fails its request (the routes answer 502 naming the cause).
+            self.gateway = Rank1Client(
+                base_url=cfg.upstream, api_key=cfg.upstream_api_key or "none",
+                model=cfg.upstream_model, mode=cfg.upstream_mode,
+                max_reasoning_tokens=cfg.max_reasoning_tokens, concurrency=cfg.parallel,
+                on_error="raise", cache=False,
+            )
+            log.info("gateway to %s (%s mode): no model loaded", cfg.upstream, cfg.upstream_mode)
+            return
         model = LlamaModel.load(
             cfg.model_path, n_gpu_layers=cfg.n_gpu_layers, repack=cfg.repack
         )
@@ -73,6 +88,10 @@ class ServerState:
         )
 
     def ready(self) -> Engine:
+        if self.gateway is not None:
+            raise ApiError(404, "this rank1-server is a gateway (--upstream): it serves the "
+                           "rerank routes, /v1/models, /health and /metrics only",
+                           code="not_served")
         if self.engine is None:
             if self.load_error:
                 raise ApiError(503, f"the model failed to load: {self.load_error}",

@@ -32,8 +32,7 @@ from rank1_integrations.judgment import Judgment
 from rank1_integrations.protocol import THINK_END, THINK_START
 from rank1_integrations.ranking import rank_order
 from rank1_integrations.wire import (
-    RerankDocument,
-    RerankRequest,
+    CohereV1RerankRequest,
     RerankResult,
     RerankStreamDone,
     RerankStreamError,
@@ -46,6 +45,7 @@ from rank1_integrations.wire import (
 from .engine import QueueFull
 from .errors import ApiError, queue_full
 from .rank1 import Document, JudgeResult, NoRoom
+from .reranking import engine_judge
 from .state import ServerState
 
 __all__ = ["ReasoningFilter", "stream_rerank"]
@@ -102,18 +102,11 @@ def _api_error(exc: BaseException) -> ApiError | None:
     return None
 
 
-def _document(doc: Document) -> RerankDocument:
-    if doc.title is None:
-        return RerankDocument(text=doc.text)
-    return RerankDocument(text=doc.text, title=doc.title)
-
-
 async def stream_rerank(
-    state: ServerState, body: RerankRequest, docs: Sequence[Document], budget: int
+    state: ServerState, body: CohereV1RerankRequest, docs: Sequence[Document], budget: int
 ) -> StreamingResponse:
     """Start judging ``docs`` and answer the events as they come (see module doc)."""
-    judge = state.judge
-    assert judge is not None
+    judge = engine_judge(state, docs)
     loop = asyncio.get_running_loop()
     # (index, piece) from the engine thread, (judgment, budget) per verdict, None: finished
     queue: asyncio.Queue[tuple[Any, Any] | None] = asyncio.Queue()
@@ -127,7 +120,7 @@ async def stream_rerank(
 
     task = asyncio.ensure_future(judge.judge_many(
         body.query, docs, instruction=body.instruction, max_reasoning_tokens=budget,
-        on_text=on_text, on_verdict=on_verdict,
+        max_passage_tokens=body.max_passage_tokens(), on_text=on_text, on_verdict=on_verdict,
     ))
     task.add_done_callback(lambda _: queue.put_nowait(None))
     # The prompts are prepared and queued before the task's first await: errors found
@@ -158,7 +151,7 @@ async def stream_rerank(
                     yield stream_event(RerankStreamReasoning(index=judgment.index, delta=rest))
                 yield stream_event(RerankStreamResult(result=RerankResult.from_judgment(
                     judgment, reasoning_budget=reasoning_budget,
-                    document=_document(docs[judgment.index]) if body.return_documents
+                    document=body.returned_document(judgment.index) if body.return_documents
                     else None,
                 )))
             exc = task.exception()

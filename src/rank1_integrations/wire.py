@@ -1,5 +1,6 @@
-"""The ``/v1/rerank`` wire format, written once: what the client sends and reads, and
-what ``rank1-server`` validates and answers.
+"""The rerank wire formats, written once: what the client sends and reads, and what
+``rank1-server`` validates and answers on ``/v1/rerank`` and ``/rerank`` (Jina, Cohere v1,
+vLLM) and ``/v2/rerank`` (Cohere v2).
 
 The shape is Jina's / Cohere v2's (``query``, ``documents``, ``top_n``,
 ``return_documents``; results with ``index`` and ``relevance_score``) plus rank1's own
@@ -10,6 +11,12 @@ options (``instruction``, ``max_reasoning_tokens``) and result fields (``relevan
 Both sides convert through here: the server with :meth:`RerankResult.from_judgment`, the
 client with :meth:`RerankResult.to_judgment`. (The server package imports this module; the
 client package never imports the server.)
+
+The Cohere shapes (:class:`CohereV1RerankRequest`, :class:`CohereV2RerankRequest`,
+:class:`CohereMeta`) are the server's: the client package speaks ``/v1/rerank`` with
+:class:`RerankRequest`. Cohere's passage options map onto one rank1 passage cut
+(:meth:`CohereV1RerankRequest.max_passage_tokens`): rank1 judges each document as one
+passage, never in chunks.
 
 Usage::
 
@@ -22,13 +29,18 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import Rank1Error
 from .judgment import Judgment
 from .protocol import VerdictSource, is_relevant
 
 __all__ = [
+    "COHERE_CHUNK_TOKENS",
+    "CohereMeta",
+    "CohereV1RerankRequest",
+    "CohereV2RerankResponse",
+    "CohereV2RerankRequest",
     "RerankDocument",
     "RerankRequest",
     "RerankResponse",
@@ -78,6 +90,18 @@ class RerankRequest(_Wire):
             raise ValueError("query must not be blank")
         return v
 
+    def passages(self) -> list[tuple[str, str | None]]:
+        """Each document's ``(text, title)`` to judge, in input order."""
+        return [(d, None) if isinstance(d, str) else (d.text, d.title) for d in self.documents]
+
+    def returned_document(self, index: int) -> dict[str, Any]:
+        """The ``document`` written back for ``return_documents``: ``{"text": ...}`` for a
+        string, an object as given."""
+        doc: Any = self.documents[index]
+        if isinstance(doc, str):
+            return {"text": doc}
+        return doc.model_dump(exclude_none=True) if isinstance(doc, BaseModel) else dict(doc)
+
 
 class RerankResult(_Wire):
     """One document's result. The rank1 fields are optional so that another host's
@@ -98,12 +122,14 @@ class RerankResult(_Wire):
     prompt_tokens: int | None = None
     #: The reasoning budget the document ran with, after fitting the server's context.
     reasoning_budget: int | None = None
-    #: Only with ``return_documents``.
-    document: RerankDocument | None = None
+    #: Only with ``return_documents`` (the key is left out otherwise, never ``null``):
+    #: ``{"text": ...}`` for a string document, an object document as given.
+    document: dict[str, Any] | None = None
 
     @classmethod
     def from_judgment(
-        cls, judgment: Judgment, *, reasoning_budget: int, document: RerankDocument | None = None
+        cls, judgment: Judgment, *, reasoning_budget: int,
+        document: RerankDocument | dict[str, Any] | None = None,
     ) -> RerankResult:
         """The server's result for one judgment (``document`` when the request asked for
         documents back)."""
@@ -119,6 +145,8 @@ class RerankResult(_Wire):
             "prompt_tokens": judgment.prompt_tokens,
             "reasoning_budget": reasoning_budget,
         }
+        if isinstance(document, RerankDocument):
+            document = document.model_dump(exclude_none=True)
         if document is not None:
             fields["document"] = document
         return cls(**fields)
@@ -161,12 +189,127 @@ class RerankUsage(_Wire):
 
 
 class RerankResponse(_Wire):
-    """The answer to ``POST /v1/rerank``: results best first (``top_n`` of them)."""
+    """The answer to ``POST /v1/rerank`` and ``/rerank``: results best first (``top_n`` of
+    them); ``usage`` for Jina and vLLM readers, ``meta`` for Cohere v1's (rank1-server
+    writes both on ``/v1/rerank``)."""
 
     id: str | None = None
     model: str | None = None
     results: list[RerankResult]
     usage: RerankUsage | None = None
+    meta: CohereMeta | None = None
+
+
+# ---------------------------------------------------------------------------- Cohere
+
+#: Tokens per chunk of Cohere v1's ``max_chunks_per_doc`` (its documented chunk size).
+COHERE_CHUNK_TOKENS = 512
+
+
+class CohereV1RerankRequest(RerankRequest):
+    """``POST /v1/rerank`` as the server reads it: :class:`RerankRequest` (Jina, our
+    client) plus Cohere v1's ``rank_fields`` and ``max_chunks_per_doc``; documents may be
+    objects with any fields (Cohere v1's structured documents).
+
+    A document object without ``rank_fields`` is judged on its ``text`` (and ``title``, as
+    our client sends it); with ``rank_fields`` on those fields, in that order: one field
+    is the passage itself, several are written ``field: value`` one a line (the YAML-like
+    form Cohere recommends for structured data). A missing or non-text field is an error
+    naming the document and the field.
+    """
+
+    documents: list[str | dict[str, Any]]  # type: ignore[assignment]  # objects of any fields
+    rank_fields: list[str] | None = Field(default=None, min_length=1)
+    #: Cohere v1's chunk count; rank1 judges one passage of ``max_chunks_per_doc *``
+    #: :data:`COHERE_CHUNK_TOKENS` tokens at most (no per-chunk scores).
+    max_chunks_per_doc: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _documents_have_the_fields(self) -> CohereV1RerankRequest:
+        self.passages()  # raises ValueError naming the culprit
+        return self
+
+    def passages(self) -> list[tuple[str, str | None]]:
+        return [_passage(d, i, self.rank_fields) for i, d in enumerate(self.documents)]
+
+    def max_passage_tokens(self) -> int | None:
+        """The passage cut asked for (``None``: the server's context is the only limit)."""
+        if self.max_chunks_per_doc is None:
+            return None
+        return self.max_chunks_per_doc * COHERE_CHUNK_TOKENS
+
+
+def _passage(
+    doc: str | dict[str, Any], i: int, rank_fields: list[str] | None
+) -> tuple[str, str | None]:
+    if isinstance(doc, str):
+        return doc, None
+    fields = rank_fields or ["text"]
+    values = []
+    for name in fields:
+        value = doc.get(name)
+        if not isinstance(value, str):
+            what = "has no" if value is None else "has a non-text"
+            raise ValueError(f"documents.{i} {what} field {name!r} (rank_fields: {fields})")
+        values.append(value)
+    if rank_fields is None:
+        title = doc.get("title")
+        if title is not None and not isinstance(title, str):
+            raise ValueError(f"documents.{i} has a non-text field 'title'")
+        return values[0], title
+    if len(fields) == 1:
+        return values[0], None
+    return "\n".join(f"{n}: {v}" for n, v in zip(fields, values, strict=True)), None
+
+
+class CohereV2RerankRequest(_Wire):
+    """``POST /v2/rerank``: Cohere v2 (``documents`` are strings) plus rank1's options.
+    ``max_tokens_per_doc`` cuts each passage to that many of the model's tokens (the
+    judgment says ``truncated``); ``priority`` is accepted and ignored."""
+
+    model: str | None = None
+    query: str = Field(min_length=1)
+    documents: list[str]
+    top_n: int | None = Field(default=None, ge=1)
+    max_tokens_per_doc: int | None = Field(default=None, ge=1)
+    instruction: str | None = None
+    max_reasoning_tokens: int | None = Field(default=None, ge=1)
+
+    @field_validator("query")
+    @classmethod
+    def _query_not_blank(cls, v: str) -> str:
+        return RerankRequest._query_not_blank(v)
+
+
+class CohereMeta(_Wire):
+    """Cohere's ``meta``: ``api_version``, ``billed_units`` (one search unit per request
+    of up to 100 documents, as Cohere counts them) and ``tokens``."""
+
+    api_version: dict[str, str]
+    billed_units: dict[str, int]
+    tokens: dict[str, int]
+
+    @classmethod
+    def of(cls, version: str, documents: int, input_tokens: int, output_tokens: int
+           ) -> CohereMeta:
+        return cls(
+            api_version={"version": version},
+            billed_units={"search_units": max(1, -(-documents // 100))},
+            tokens={"input_tokens": input_tokens, "output_tokens": output_tokens},
+        )
+
+
+class CohereV2RerankResponse(_Wire):
+    """The answer to ``POST /v2/rerank``: ``{id, results, meta}``, results best first
+    (``top_n`` of them), each with rank1's fields as extra keys (Cohere's clients keep
+    them on the raw response and ignore them)."""
+
+    id: str
+    results: list[RerankResult]
+    meta: CohereMeta
+
+
+RerankResponse.model_rebuild()
 
 
 # ------------------------------------------------------------------ streaming (SSE)

@@ -8,7 +8,16 @@ import pytest
 from rank1_integrations.errors import Rank1Error
 from rank1_integrations.judgment import Judgment
 from rank1_integrations.protocol import VerdictSource
-from rank1_integrations.wire import RerankDocument, RerankRequest, RerankResponse, RerankResult
+from rank1_integrations.wire import (
+    COHERE_CHUNK_TOKENS,
+    CohereMeta,
+    CohereV1RerankRequest,
+    CohereV2RerankRequest,
+    RerankDocument,
+    RerankRequest,
+    RerankResponse,
+    RerankResult,
+)
 
 
 def judgment(**fields) -> Judgment:
@@ -66,3 +75,33 @@ def test_request_and_response_shapes() -> None:
     response = RerankResponse.model_validate({"results": [
         {"index": 1, "relevance_score": 0.5, "source": "text_only"}], "usage": {"total_tokens": 3}})
     assert response.results[0].to_judgment(1).source is VerdictSource.TEXT_ONLY
+
+
+def test_cohere_v1_documents_and_rank_fields() -> None:
+    plain = CohereV1RerankRequest(query="q", documents=["a", {"text": "b", "title": "T"}])
+    assert plain.passages() == [("a", None), ("b", "T")]
+    assert plain.returned_document(1) == {"text": "b", "title": "T"}
+    assert plain.returned_document(0) == {"text": "a"} and plain.max_passage_tokens() is None
+    fields = CohereV1RerankRequest(
+        query="q", documents=[{"title": "T", "body": "B", "id": 7}, "s"],
+        rank_fields=["title", "body"], max_chunks_per_doc=2)
+    assert fields.passages() == [("title: T\nbody: B", None), ("s", None)]
+    assert fields.returned_document(0) == {"title": "T", "body": "B", "id": 7}  # as given
+    assert fields.max_passage_tokens() == 2 * COHERE_CHUNK_TOKENS
+    one = CohereV1RerankRequest(query="q", documents=[{"body": "B"}], rank_fields=["body"])
+    assert one.passages() == [("B", None)]
+    with pytest.raises(ValueError, match=r"documents.1 has no field 'text'"):
+        CohereV1RerankRequest(query="q", documents=["a", {"body": "B"}])
+    with pytest.raises(ValueError, match=r"documents.0 has a non-text field 'n'"):
+        CohereV1RerankRequest(query="q", documents=[{"n": 3}], rank_fields=["n"])
+
+
+def test_cohere_v2_request_and_meta() -> None:
+    with pytest.raises(ValueError, match="blank"):
+        CohereV2RerankRequest(query=" ", documents=["a"])
+    with pytest.raises(ValueError, match="top_n"):
+        CohereV2RerankRequest(query="q", documents=["a"], top_n=0)
+    meta = CohereMeta.of("2", documents=101, input_tokens=5, output_tokens=7).model_dump()
+    assert meta == {"api_version": {"version": "2"}, "billed_units": {"search_units": 2},
+                    "tokens": {"input_tokens": 5, "output_tokens": 7}}
+    assert CohereMeta.of("1", 0, 0, 0).billed_units == {"search_units": 1}

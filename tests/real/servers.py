@@ -81,9 +81,11 @@ def _process(
 def llama_server(
     binary: str | os.PathLike[str], model: str | os.PathLike[str], *, parallel: int = 2,
     n_ctx_per_slot: int = 2048, alias: str = "rank1-test", extra: Sequence[str] = (),
+    port: int | None = None,
 ) -> Iterator[str]:
-    """llama.cpp's own server, as a user starts it (plus one thread and no repacking)."""
-    port = free_port()
+    """llama.cpp's own server, as a user starts it (plus one thread and no repacking); on
+    ``port`` when given (to bring a stopped server back at its address)."""
+    port = port or free_port()
     command = [
         os.fspath(binary), "-m", os.fspath(model), "--host", "127.0.0.1", "--port", str(port),
         "-np", str(parallel), "-c", str(parallel * n_ctx_per_slot), "-t", "1", "-tb", "1",

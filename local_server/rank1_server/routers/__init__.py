@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import chat, completions, models, rerank, tokenize
+from . import chat, completions, models, rerank, rerank_v2, rerank_vllm, tokenize
 
 __all__ = ["ROUTERS"]
 
 #: In the order they are mounted.
 ROUTERS: tuple[APIRouter, ...] = (
     models.router, tokenize.router, completions.router, chat.router, rerank.router,
+    rerank_v2.router, rerank_vllm.router,
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
@@ -17,6 +18,8 @@ router = APIRouter()
 
 @router.get("/health")
 async def health(state: State) -> JSONResponse:
+    if state.gateway is not None:
+        return await _upstream_health(state)
     if state.engine is None:
         status = "error" if state.load_error else "loading"
         body: dict[str, Any] = {"status": status}
@@ -42,8 +45,32 @@ async def metrics(state: State) -> Response:
 
 @router.get("/v1/models", dependencies=[Depends(require_key)])
 async def models(state: State) -> dict[str, Any]:
+    if state.gateway is not None:
+        return {"object": "list", "data": [{
+            "id": state.model_name, "object": "model", "created": state.started,
+            "owned_by": "rank1-server", "upstream": state.config.upstream,
+        }]}
     engine = state.ready()
     return {"object": "list", "data": [{
         "id": state.model_name, "object": "model", "created": state.started,
         "owned_by": "rank1-server", "max_model_len": engine.n_ctx_per_slot,
     }]}
+
+
+async def _upstream_health(state: State) -> JSONResponse:
+    """Gateway mode: ok while the upstream answers ``GET /models``; 503 naming why not."""
+    upstream = str(state.config.upstream).rstrip("/")
+    headers = {}
+    if state.config.upstream_api_key:
+        headers["Authorization"] = f"Bearer {state.config.upstream_api_key}"
+    try:
+        async with httpx.AsyncClient(timeout=5) as http:
+            r = await http.get(f"{upstream}/models", headers=headers)
+        problem = None if r.status_code == 200 else f"GET /models answered {r.status_code}"
+    except httpx.HTTPError as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    if problem is not None:
+        return JSONResponse({"status": "error", "upstream": upstream,
+                             "message": f"upstream unreachable: {problem}"}, status_code=503)
+    return JSONResponse({"status": "ok", "model": state.model_name, "upstream": upstream,
+                         "rerank": True})

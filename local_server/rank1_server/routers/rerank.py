@@ -1,6 +1,15 @@
-"""``POST /v1/rerank`` (and ``/rerank``): the Jina/Cohere shape with rank1's verdict per
-document, in :mod:`rank1_integrations.wire`'s models; results best first
-(:func:`~rank1_integrations.ranking.rank_order`), ``top_n`` of them."""
+"""``POST /v1/rerank``: Jina's and Cohere v1's rerank API in one route (and what
+rank1's own client sends), in :mod:`rank1_integrations.wire`'s
+:class:`~rank1_integrations.wire.CohereV1RerankRequest`; rank1's verdict per document as
+extra keys. Results best first, ``top_n`` of them (:mod:`~rank1_server.reranking`).
+
+* ``return_documents`` (default true, as Jina's): ``document`` is ``{"text": ...}`` for
+  a string, the object as given for an object; without it the key is left out.
+* ``rank_fields``: the object fields judged; ``max_chunks_per_doc``: a passage cut of
+  that many 512-token chunks (rank1 judges one passage per document, never chunks).
+* The answer carries Jina's ``usage`` and Cohere's ``meta``; errors carry Cohere's
+  ``message`` beside OpenAI's ``error`` object.
+"""
 
 from __future__ import annotations
 
@@ -9,80 +18,41 @@ import uuid
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from rank1_integrations.ranking import rank_order
-from rank1_integrations.wire import (
-    RerankDocument,
-    RerankRequest,
-    RerankResponse,
-    RerankResult,
-    RerankUsage,
-)
+from rank1_integrations.wire import CohereMeta, CohereV1RerankRequest, RerankResponse
 
-from ..deps import State, require_key, until_disconnect
-from ..engine import QueueFull
-from ..errors import ApiError, queue_full
-from ..rank1 import Document, NoRoom
+from ..deps import State, require_key
+from ..errors import COHERE_AND_OPENAI, error_shape
+from ..rank1 import Document
+from ..reranking import rerank
 from ..streaming import stream_rerank
 
-__all__ = ["router"]
+__all__ = ["PATH", "router"]
+
+PATH = "/v1/rerank"
+error_shape(PATH, COHERE_AND_OPENAI)
 
 router = APIRouter(dependencies=[Depends(require_key)])
 
 
-@router.post("/v1/rerank")
-@router.post("/rerank", include_in_schema=False)
-async def rerank(
-    body: RerankRequest, request: Request, state: State
+@router.post(PATH)
+async def rerank_v1(
+    body: CohereV1RerankRequest, request: Request, state: State
 ) -> Response:
-    state.ready()
-    judge = state.judge
-    if judge is None:
-        raise ApiError(400, f"this model cannot run rank1: {state.rank1_error}",
-                       param="model", code="model_not_supported")
-    limit = state.config.max_queue
-    if len(body.documents) > limit:
-        raise ApiError(413, f"{len(body.documents)} documents in one request; the limit "
-                       f"is {limit}", param="documents", code="too_many_documents")
-    docs = [
-        Document(d.text, d.title) if isinstance(d, RerankDocument) else Document(d)
-        for d in body.documents
-    ]
-    budget = body.max_reasoning_tokens or state.config.max_reasoning_tokens
+    docs = [Document(text, title) for text, title in body.passages()]
     if body.stream:
-        return await stream_rerank(state, body, docs, budget)
-    try:
-        result = await until_disconnect(request, judge.judge_many(
-            body.query, docs, instruction=body.instruction, max_reasoning_tokens=budget,
-        ))
-    except QueueFull as exc:
-        raise queue_full(exc) from exc
-    except NoRoom as exc:
-        raise ApiError(400, str(exc), param="query", code="context_length_exceeded") from exc
-    except ValueError as exc:
-        raise ApiError(400, str(exc), param="max_reasoning_tokens") from exc
-    order = rank_order(result.judgments, lambda j: j.score)
-    if body.top_n is not None:
-        order = order[: body.top_n]
-    results = [
-        RerankResult.from_judgment(
-            j, reasoning_budget=result.reasoning_budgets[j.index],
-            document=_document(docs[j.index]) if body.return_documents else None,
+        return await stream_rerank(
+            state, body, docs, body.max_reasoning_tokens or state.config.max_reasoning_tokens
         )
-        for j in order
-    ]
+    ranked = await rerank(
+        request, state, body.query, docs, top_n=body.top_n, instruction=body.instruction,
+        max_reasoning_tokens=body.max_reasoning_tokens,
+        max_passage_tokens=body.max_passage_tokens(),
+    )
     response = RerankResponse(
-        id=f"rerank-{uuid.uuid4().hex}", model=state.model_name, results=results,
-        usage=RerankUsage(
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens,
-            total_tokens=result.prompt_tokens + result.completion_tokens,
-        ),
+        id=f"rerank-{uuid.uuid4().hex}", model=state.model_name,
+        results=ranked.results(body.returned_document if body.return_documents else None),
+        usage=ranked.usage(),
+        meta=CohereMeta.of("1", ranked.documents, ranked.prompt_tokens,
+                           ranked.completion_tokens),
     )
     return JSONResponse(response.model_dump(exclude_unset=True))
-
-
-def _document(doc: Document) -> RerankDocument:
-    """A document as written back (``title`` only when it has one)."""
-    if doc.title is None:
-        return RerankDocument(text=doc.text)
-    return RerankDocument(text=doc.text, title=doc.title)

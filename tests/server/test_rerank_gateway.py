@@ -1,0 +1,103 @@
+"""Gateway mode (``rank1-server --upstream URL``): no model loaded, the rerank routes
+answered by judging through ``Rank1Client`` at a real upstream, llama.cpp's
+``llama-server`` serving the demo model (its chains end on ``</think> true|false``, so the
+scores are known); the cohere SDK and LangChain's ``CohereRerank`` in front. Faults: the
+upstream gone (502 naming it, ``/health`` 503) and back at its address (recovered, no
+restart), a per-document cut a gateway cannot make (400)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import cohere
+import httpx
+import pytest
+from rank1_server.testing import running_server
+
+from .rerank_support import EXPECTED, KEY, NO_RETRY, ORDER, QUERY, TEXTS
+
+
+@pytest.fixture(scope="module")
+def upstream(demo_model: Path) -> Iterator[str]:
+    """llama-server on the demo model; yields its /v1 base URL."""
+    from ..real.servers import llama_server, llama_server_binary
+
+    with llama_server(llama_server_binary(), demo_model, parallel=2, alias="rank1-demo") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def gateway(demo_model: Path, upstream: str) -> Iterator[str]:
+    """rank1-server in gateway mode in front of ``upstream``; yields its root URL."""
+    with running_server(demo_model, upstream=upstream, upstream_model="rank1-demo",
+                        api_key=KEY, max_reasoning_tokens=64, parallel=4) as url:
+        yield url.removesuffix("/v1")
+
+
+def test_cohere_v2_through_the_gateway(gateway: str) -> None:
+    co = cohere.ClientV2(api_key=KEY, base_url=gateway)
+    out = co.rerank(model="rank1-demo", query=QUERY, documents=TEXTS, top_n=3,
+                    request_options=NO_RETRY)
+    assert [r.index for r in out.results] == ORDER[:3]
+    for r in out.results:
+        assert r.relevance_score == pytest.approx(EXPECTED[r.index], abs=2e-3)
+        assert r.source == "answer_logprobs" and r.reasoning  # type: ignore[attr-defined]
+    health = httpx.get(f"{gateway}/health").json()
+    assert health["status"] == "ok" and health["upstream"].endswith("/v1")
+    models = httpx.get(f"{gateway}/v1/models", headers={"Authorization": f"Bearer {KEY}"})
+    assert models.json()["data"][0]["id"] == "rank1-demo"
+
+
+def test_langchain_cohere_rerank_through_the_gateway(gateway: str) -> None:
+    from langchain_cohere import CohereRerank
+    from langchain_core.documents import Document
+
+    reranker = CohereRerank(model="rank1-demo", base_url=gateway, cohere_api_key=KEY, top_n=2)
+    docs = reranker.compress_documents(
+        [Document(page_content=t, metadata={"i": i}) for i, t in enumerate(TEXTS)], QUERY)
+    assert [d.metadata["i"] for d in docs] == ORDER[:2]
+
+
+def test_gateway_serves_no_engine_routes_and_no_token_cut(gateway: str) -> None:
+    auth = {"Authorization": f"Bearer {KEY}"}
+    r = httpx.post(f"{gateway}/v1/completions", json={"prompt": "x"}, headers=auth)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_served"
+    with pytest.raises(cohere.BadRequestError) as bad:
+        cohere.ClientV2(api_key=KEY, base_url=gateway).rerank(
+            model="m", query=QUERY, documents=TEXTS, max_tokens_per_doc=8,
+            request_options=NO_RETRY)
+    assert bad.value.body["param"] == "max_tokens_per_doc"
+
+
+def test_upstream_gone_is_a_502_naming_it_and_back_recovers(demo_model: Path) -> None:
+    from ..real.servers import llama_server, llama_server_binary
+
+    with ExitStack() as upstream_alive:
+        up = upstream_alive.enter_context(
+            llama_server(llama_server_binary(), demo_model, parallel=1, alias="rank1-demo"))
+        with running_server(demo_model, upstream=up, upstream_model="rank1-demo",
+                            max_reasoning_tokens=64) as url:
+            root = url.removesuffix("/v1")
+            body = {"query": QUERY, "documents": TEXTS[:2]}
+            assert httpx.post(f"{root}/v2/rerank", json=body, timeout=60).status_code == 200
+            upstream_alive.close()  # the upstream process is stopped
+            start = time.monotonic()
+            r = httpx.post(f"{root}/v2/rerank", json=body, timeout=120)
+            took = time.monotonic() - start
+            assert r.status_code == 502, r.text
+            assert up in r.json()["message"] and r.json()["code"] == "upstream_error"
+            assert took < 60, f"the 502 took {took:.1f} s"
+            health = httpx.get(f"{root}/health")
+            assert health.status_code == 503 and "unreachable" in health.json()["message"]
+            # the upstream comes back at the same address: the gateway recovers, no restart
+            port = int(up.rsplit(":", 1)[1].split("/")[0])
+            with llama_server(llama_server_binary(), demo_model, parallel=1,
+                              alias="rank1-demo", port=port) as back:
+                assert back == up
+                assert httpx.get(f"{root}/health").status_code == 200
+                again = httpx.post(f"{root}/v2/rerank", json=body, timeout=60)
+                assert again.status_code == 200
+                assert [r["index"] for r in again.json()["results"]] == [1, 0]
