@@ -11,6 +11,7 @@ A host that returns no logprobs gives a text-only verdict: score 1.0 or 0.0, mar
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from ..errors import NoVerdictError
@@ -26,6 +27,7 @@ from .base import JudgeCall, Transport
 from .completions import GREEDY, GREEDY_EXTRA, TOP_LOGPROBS, _count, _judgment, _text_only
 from .logprobs import answer_at, find_answer_position, positions
 from .sdk import Sdk, counting_requests
+from .server_info import ServerProbe
 
 __all__ = ["ChatTransport"]
 
@@ -38,14 +40,28 @@ class ChatTransport(Transport):
     def __init__(self, sdk: Sdk, model: str) -> None:
         self.sdk = sdk
         self.model = model
+        #: Probes the server once for its context and tokenizer (see :meth:`fit`).
+        self.probe = ServerProbe(sdk, model)
+
+    async def fit(self, call: JudgeCall) -> JudgeCall:
+        """The reasoning budget fitted to the served context as in completions mode
+        (:meth:`ServerProbe.fit`), the prompt counted as the one chat message it is sent
+        as. FIX (chat mode): the budget was sent as it is, and a budget over the context
+        failed every chat judgment (vLLM: 400). The probes are counted in the call's
+        ``requests``."""
+        with counting_requests() as count:
+            budget = await self.probe.fit(
+                _content(call.prompt), call.max_reasoning_tokens, chat=True
+            )
+        return replace(call, max_reasoning_tokens=budget, requests=call.requests + count.n)
 
     async def judge(self, call: JudgeCall) -> Judgment:
         with counting_requests() as count:
             judgment = await self._judge(call)
-        return judgment.model_copy(update={"requests": count.n})
+        return judgment.model_copy(update={"requests": call.requests + count.n})
 
     async def _judge(self, call: JudgeCall) -> Judgment:
-        content = call.prompt.removesuffix(THINK_START).rstrip("\n")
+        content = _content(call.prompt)
         response = await self.sdk.create(
             "chat",
             model=self.model,
@@ -97,3 +113,8 @@ class ChatTransport(Transport):
                 f"{choice.get('finish_reason')!r}): {text[-200:]!r}"
             )
         return _text_only(verdict, **fields)
+
+
+def _content(prompt: str) -> str:
+    """The user message of a rank1 prompt: without its trailing ``<think>``."""
+    return prompt.removesuffix(THINK_START).rstrip("\n")
