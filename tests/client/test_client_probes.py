@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 import respx
 from rank1_payloads import (
     BASE_URL,
@@ -202,3 +203,55 @@ async def test_chat_without_a_chat_tokenizer_allows_for_the_template(
     assert (await make_client(mode="chat").ajudge(QUERY, PASSAGES[0])).ok
     assert body_of(route.calls[0].request)["max_tokens"] == (
         2048 - 300 - CHAT_TEMPLATE_TOKENS - FORCED_ANSWER_MARGIN)
+
+
+# --------------------------------------------------------------------------- (b) chat forced
+
+
+def _cut_reply() -> dict:
+    return chat_reply(content="\nThe passage talks about the Moon. It pulls",
+                      tokens=[("\n", [("\n", -0.1)]), ("The", [("The", -0.1)])],
+                      finish="length")
+
+
+def _forced_reply() -> dict:
+    return chat_reply(content=" true", tokens=[(" true", [(" true", -0.3), (" false", -1.4)])],
+                      finish="length")
+
+
+@respx.mock
+async def test_chat_forces_the_answer_on_vllm(respx_mock: respx.MockRouter) -> None:
+    respx_mock.get(f"{BASE_URL}/models").respond(200, json=vllm_models(16000))
+    respx_mock.post(f"{ROOT}/tokenize").mock(side_effect=tokenizer(300))
+    route = respx_mock.post(f"{BASE_URL}/chat/completions").mock(side_effect=[
+        httpx.Response(200, json=_cut_reply()), httpx.Response(200, json=_forced_reply())])
+    judgment = await make_client(mode="chat", max_reasoning_tokens=64).ajudge(
+        QUERY, PASSAGES[0])
+    assert judgment.ok and judgment.source is VerdictSource.FORCED_ANSWER
+    from rank1_payloads import sigmoid_of
+    assert judgment.score == pytest.approx(sigmoid_of(-0.3, -1.4), abs=1e-12)
+    assert judgment.reasoning == "The passage talks about the Moon. It pulls"
+    first, forced = (body_of(c.request) for c in route.calls)
+    assert forced["messages"][0] == first["messages"][0]
+    # the chain closed as the completions path closes it: cut at its last sentence end
+    assert forced["messages"][1] == {
+        "role": "assistant", "content": "\nThe passage talks about the Moon.\n</think>"}
+    assert forced["continue_final_message"] is True
+    assert forced["add_generation_prompt"] is False
+    assert forced["max_tokens"] == 1
+    assert forced["allowed_token_ids"] == [TRUE_ID, FALSE_ID]
+    assert judgment.requests == len(respx_mock.calls)
+
+
+@respx.mock
+async def test_chat_elsewhere_keeps_the_honest_no_verdict(respx_mock: respx.MockRouter) -> None:
+    from rank1_integrations import JudgmentError
+
+    respx_mock.get(f"{BASE_URL}/models").respond(200, json={
+        "object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "llamacpp",
+                                    "meta": {"n_ctx": 16000}}]})
+    respx_mock.post(f"{ROOT}/tokenize").respond(404)
+    route = respx_mock.post(f"{BASE_URL}/chat/completions").respond(200, json=_cut_reply())
+    with pytest.raises(JudgmentError, match="no true/false answer"):
+        await make_client(mode="chat", max_reasoning_tokens=64).ajudge(QUERY, PASSAGES[0])
+    assert route.call_count == 1

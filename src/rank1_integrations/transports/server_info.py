@@ -93,6 +93,10 @@ class ServerInfo:
     #: ``/props``): its non-streaming completions drop the stop-string tokens' logprobs,
     #: so the completions transport streams to it from the first request.
     llama_server: bool = False
+    #: vLLM (its ``/v1/models`` entry is ``owned_by: "vllm"``): its chat API continues a
+    #: prefilled assistant message (``continue_final_message``), so chat mode can force
+    #: the answer there.
+    vllm: bool = False
     #: False when a transient failure left something unprobed (it will be probed again).
     settled: bool = True
 
@@ -198,8 +202,10 @@ class ServerProbe:
         settled = True
         n_ctx: int | None = None
         llama_like = False
+        vllm = False
         entry = _model_entry(models, self.model)
         if entry is not None:
+            vllm = entry.get("owned_by") == "vllm"
             n_ctx = _positive_int(entry.get("max_model_len"))
             meta = entry.get("meta")
             if isinstance(meta, Mapping):  # llama-server
@@ -240,7 +246,7 @@ class ServerProbe:
                 if true_ids[0] != false_ids[0]:
                     answer_ids = (true_ids[0], false_ids[0])
         info = ServerInfo(n_ctx=n_ctx, tokenizer=tokenizer, answer_token_ids=answer_ids,
-                          llama_server=llama_like, settled=settled)
+                          llama_server=llama_like, vllm=vllm, settled=settled)
         logger.debug("rank1: server info %s", info)
         return info
 
