@@ -20,7 +20,7 @@ Greedy chains close with ``</think> true`` or ``</think> false`` (both occur: th
 follows word overlap, ``expected_completion``).
 
     .venv/bin/python scripts/build_hf_demo_model.py      # prints the directory
-    RANK1_CACHE_DIR=/path ...                             # cache root (default ~/.cache/rank1-integrations)
+    RANK1_CACHE_DIR=/path ...   # the cache root (default ~/.cache/rank1-integrations)
 """
 
 from __future__ import annotations
