@@ -461,9 +461,15 @@ def parse_forced_answer_prompt(text: str) -> tuple[str, str] | None:
 
 
 #: Tokens of a context kept free beyond the prompt and the reasoning, for the forced
-#: answer: the ``"\n"`` and ``"\n</think>"`` it adds around the reasoning, the few tokens
-#: by which re-tokenising the reasoning text may differ, and its one answer token.
-FORCED_ANSWER_MARGIN = 32
+#: answer: the room it really needs. Its prompt adds ``"\n"`` before the reasoning and
+#: ``"\n</think>"`` after it (3 tokens in rank1's Qwen2 vocabulary, where ``</think>`` is
+#: one added token; ``"\n"`` one each), and it generates one answer token: 4. Another 4
+#: cover re-tokenising the reasoning's text (a chain the model spelt in tokens that the
+#: tokenizer would merge or split differently; the cleaning of the chain only shortens it).
+#: FIX: it was 32, which refused prompts the server would serve (a 2,018-token prompt on a
+#: 2,048 context); the bundled server cuts the chain further when its forced prompt still
+#: does not fit.
+FORCED_ANSWER_MARGIN = 8
 
 
 def fit_reasoning_budget(
@@ -479,7 +485,7 @@ def fit_reasoning_budget(
     Raises ``ValueError`` naming both numbers when not even one reasoning token fits.
 
     >>> fit_reasoning_budget(2048, n_ctx=2048, prompt_tokens=300)
-    1716
+    1740
     >>> fit_reasoning_budget(512, n_ctx=4096, prompt_tokens=300)
     512
     """

@@ -43,11 +43,18 @@ from rank1_integrations import llama_index as li  # noqa: E402
 CORPUS_PROMPT_TOKENS = sum(prompt_token_count(build_prompt(QUERY, text)) for _, text, _ in CORPUS)
 
 
+#: The probes a new client sends to the fake server (counted in the first judgment).
+PROBES = 4
+
+
 def check_fresh(usage: dict[str, int]) -> None:
     """The totals of a call that judged the whole corpus, each passage in one request."""
     assert set(usage) == {"prompt_tokens", "reasoning_tokens", "requests", "cached"}
     assert usage["prompt_tokens"] == CORPUS_PROMPT_TOKENS
-    assert usage["requests"] == len(CORPUS)
+    # one request a passage, and a new client's server probes (the fake answers
+    # /v1/models without a context: then /props, /tokenize in vLLM's and llama.cpp's
+    # shapes, each a 404)
+    assert usage["requests"] == len(CORPUS) + PROBES
     assert usage["cached"] == 0
     assert usage["reasoning_tokens"] >= len(CORPUS)  # every chain has tokens
 

@@ -172,11 +172,11 @@ async def test_no_tokenizer_uses_the_byte_bound(respx_mock: respx.MockRouter) ->
 async def test_no_room_is_a_clear_error_naming_both_numbers(
     respx_mock: respx.MockRouter,
 ) -> None:
-    respx_mock.get(f"{BASE_URL}/models").respond(200, json=vllm_models(310))
+    respx_mock.get(f"{BASE_URL}/models").respond(200, json=vllm_models(305))
     respx_mock.post(f"{ROOT}/tokenize").mock(side_effect=vllm_tokenize())
     route = respx_mock.post(f"{BASE_URL}/completions").respond(200, json=vllm_completion())
     with pytest.raises(JudgmentError, match="the prompt has 300 tokens and the context "
-                                            "holds 310") as info:
+                                            "holds 305") as info:
         await make_client().ajudge(QUERY, PASSAGE)
     assert info.value.index == 0 and route.call_count == 0  # refused before sending
 

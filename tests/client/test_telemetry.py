@@ -76,8 +76,9 @@ async def test_one_span_per_call_with_genai_attributes(
         "rank1.unjudged": 0,
         "gen_ai.usage.input_tokens": 3 * 61,
         "gen_ai.usage.output_tokens": sum(j.reasoning_tokens for j in judged),
-        # plain: 1 each; cut: reasoning + forced; the failure's request is not counted
-        "rank1.requests": 4,
+        # plain: 1 each; cut: reasoning + forced; the failure's request is not counted;
+        # the first judgment also sent the server probe (GET /models)
+        "rank1.requests": 4 + 1,
         "rank1.cached": 0,
     }
     assert span.status.is_ok
@@ -93,7 +94,8 @@ def test_sync_rerank_and_cache_hits(
         client.rerank(QUERY, ["plain one"])
         client.rerank(QUERY, ["plain one", "plain two"])
     first, second = exporter.get_finished_spans()
-    assert (first.attributes["rank1.requests"], first.attributes["rank1.cached"]) == (1, 0)
+    # the judgment and the server probe (GET /models)
+    assert (first.attributes["rank1.requests"], first.attributes["rank1.cached"]) == (2, 0)
     assert (second.attributes["rank1.requests"], second.attributes["rank1.cached"]) == (1, 1)
     assert second.attributes["gen_ai.usage.input_tokens"] == 61  # the hit is not counted again
 

@@ -39,15 +39,25 @@ def ok(payload: dict) -> httpx.Response:
     return httpx.Response(200, json=payload)
 
 
-@respx.mock
+#: The first judgment of a completions or chat client also sends the server probe,
+#: ``GET /v1/models`` (these hosts answer 404: no model list, nothing more is asked).
+PROBE = 1
+
+
+@pytest.fixture
+def respx_mock():
+    with respx.mock(assert_all_called=False) as mock:
+        mock.get(f"{BASE_URL}/models").respond(404, json={"error": "no"})
+        yield mock
+
+
 async def test_one_request_judgment(respx_mock: respx.MockRouter) -> None:
     respx_mock.post(f"{BASE_URL}/completions").mock(return_value=ok(vllm_completion()))
     judgment = await make_client().ajudge(QUERY, PASSAGE)
     assert judgment.source == VerdictSource.ANSWER_LOGPROBS
-    assert (judgment.prompt_tokens, judgment.requests, judgment.cached) == (61, 1, False)
+    assert (judgment.prompt_tokens, judgment.requests, judgment.cached) == (61, 1 + PROBE, False)
 
 
-@respx.mock
 async def test_forced_answer_counts_two_requests_and_the_first_prompt(
     respx_mock: respx.MockRouter,
 ) -> None:
@@ -58,10 +68,9 @@ async def test_forced_answer_counts_two_requests_and_the_first_prompt(
     judgment = await make_client().ajudge(QUERY, PASSAGE)
     assert judgment.source == VerdictSource.FORCED_ANSWER
     # the forced answer's own prompt (90 tokens) is not the judgment's prompt
-    assert (judgment.prompt_tokens, judgment.requests) == (61, 2)
+    assert (judgment.prompt_tokens, judgment.requests) == (61, 2 + PROBE)
 
 
-@respx.mock
 async def test_retries_are_counted(respx_mock: respx.MockRouter) -> None:
     route = respx_mock.post(f"{BASE_URL}/completions").mock(side_effect=[
         httpx.Response(503, json={"error": {"message": "busy"}}),
@@ -70,10 +79,9 @@ async def test_retries_are_counted(respx_mock: respx.MockRouter) -> None:
     ])
     judgment = await make_client(max_retries=3).ajudge(QUERY, PASSAGE)
     assert route.call_count == 3
-    assert judgment.requests == 3
+    assert judgment.requests == 3 + PROBE
 
 
-@respx.mock
 async def test_a_resend_without_a_refused_field_is_counted(respx_mock: respx.MockRouter) -> None:
     refusal = httpx.Response(400, json={"error": {
         "message": "Unrecognized request argument supplied: repeat_penalty"}})
@@ -82,10 +90,9 @@ async def test_a_resend_without_a_refused_field_is_counted(respx_mock: respx.Moc
     )
     judgment = await make_client().ajudge(QUERY, PASSAGE)
     assert route.call_count == 2
-    assert judgment.requests == 2
+    assert judgment.requests == 2 + PROBE
 
 
-@respx.mock
 async def test_each_concurrent_judgment_counts_its_own(respx_mock: respx.MockRouter) -> None:
     def answer(request: httpx.Request) -> httpx.Response:
         prompt = body_of(request)["prompt"]
@@ -99,23 +106,23 @@ async def test_each_concurrent_judgment_counts_its_own(respx_mock: respx.MockRou
     judgments = await make_client(concurrency=4).ajudge_all(
         QUERY, ["first passage", "second passage", "third passage"]
     )
-    assert [j.requests for j in judgments] == [1, 2, 1]
+    # the probe goes to the judgment that sent it (the first to be fitted)
+    assert [j.requests for j in judgments] == [1 + PROBE, 2, 1]
     assert total_usage(judgments) == {
         "prompt_tokens": 3 * 61, "reasoning_tokens": sum(j.reasoning_tokens for j in judgments),
-        "requests": 4, "cached": 0,
+        "requests": 4 + PROBE, "cached": 0,
     }
 
 
-@respx.mock
 async def test_chat_usage(respx_mock: respx.MockRouter) -> None:
     reply = chat_reply(content=" true", reasoning="The passage covers tides.",
                        tokens=[(" true", [(" true", -0.2), (" false", -1.8)])])
     respx_mock.post(f"{BASE_URL}/chat/completions").mock(return_value=ok(reply))
     judgment = await make_client(mode="chat").ajudge(QUERY, PASSAGE)
-    assert (judgment.prompt_tokens, judgment.reasoning_tokens, judgment.requests) == (70, 20, 1)
+    assert (judgment.prompt_tokens, judgment.reasoning_tokens, judgment.requests) == (
+        70, 20, 1 + PROBE)
 
 
-@respx.mock
 async def test_rerank_counts_the_shared_request_once(respx_mock: respx.MockRouter) -> None:
     results = [
         {"index": i, "relevance_score": s, "relevant": s >= 0.5, "reasoning": "r",
@@ -132,13 +139,12 @@ async def test_rerank_counts_the_shared_request_once(respx_mock: respx.MockRoute
     assert total_usage(judgments)["requests"] == 1
 
 
-@respx.mock
 async def test_cache_hit_sends_nothing_and_says_so(respx_mock: respx.MockRouter) -> None:
     respx_mock.post(f"{BASE_URL}/completions").mock(return_value=ok(vllm_completion()))
     client = make_client(cache=True)
     first = await client.arerank(QUERY, [PASSAGE])
     again = await client.arerank(QUERY, [PASSAGE, PASSAGE])
-    assert [(j.cached, j.requests) for j in first] == [(False, 1)]
+    assert [(j.cached, j.requests) for j in first] == [(False, 1 + PROBE)]
     assert [(j.cached, j.requests) for j in again] == [(True, 0), (True, 0)]
     # the stored judgment keeps the tokens it cost when it was made ...
     assert again[0].prompt_tokens == 61
@@ -167,7 +173,6 @@ def test_counting_outside_a_judgment_is_harmless() -> None:
 
 
 @pytest.mark.parametrize("value", [None, "12", -3, True])
-@respx.mock
 async def test_a_bad_prompt_count_reads_as_unknown(respx_mock: respx.MockRouter, value) -> None:
     payload = vllm_completion()
     payload["usage"]["prompt_tokens"] = value

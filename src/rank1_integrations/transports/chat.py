@@ -7,10 +7,20 @@ host's template and reasoning parser start the reasoning). The reasoning is read
 ``<think>…</think>`` in the content; the verdict from the answer token's ``top_logprobs``.
 A host that returns no logprobs gives a text-only verdict: score 1.0 or 0.0, marked
 ``source="text_only"``, uncalibrated.
+
+A chain the budget cut before its answer gets rank1's forced answer where the server can
+continue a prefilled assistant message: vLLM (``continue_final_message: true`` with
+``add_generation_prompt: false``; found by its ``/v1/models`` entry, ``owned_by:
+"vllm"``). The assistant message is the chain closed as the completions path closes it
+(``"\n{cleaned chain}\n</think>"``), one token is asked for, restricted to the answer
+ids when the server's ``/tokenize`` gave them. Elsewhere (llama.cpp's ``llama-server``
+and llama-cpp-python's server have no such field; rank1-server's chat route neither) such
+a judgment stays an honest :class:`~rank1_integrations.errors.NoVerdictError`.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from ..errors import NoVerdictError
@@ -20,12 +30,14 @@ from ..protocol import (
     THINK_START,
     VerdictSource,
     extract_reasoning,
+    forced_answer_prompt,
     verdict_from_text,
 )
 from .base import JudgeCall, Transport
 from .completions import GREEDY, GREEDY_EXTRA, TOP_LOGPROBS, _count, _judgment, _text_only
 from .logprobs import answer_at, find_answer_position, positions
 from .sdk import Sdk, counting_requests
+from .server_info import ServerInfo, ServerProbe
 
 __all__ = ["ChatTransport"]
 
@@ -38,14 +50,66 @@ class ChatTransport(Transport):
     def __init__(self, sdk: Sdk, model: str) -> None:
         self.sdk = sdk
         self.model = model
+        #: Probes the server once for its context and tokenizer (see :meth:`fit`).
+        self.probe = ServerProbe(sdk, model)
+        #: What the probe found (set by :meth:`fit`).
+        self.probe_info: ServerInfo | None = None
+
+    async def fit(self, call: JudgeCall) -> JudgeCall:
+        """The reasoning budget fitted to the served context as in completions mode
+        (:meth:`ServerProbe.fit`), the prompt counted as the one chat message it is sent
+        as. FIX (chat mode): the budget was sent as it is, and a budget over the context
+        failed every chat judgment (vLLM: 400). The probes are counted in the call's
+        ``requests``."""
+        with counting_requests() as count:
+            self.probe_info = await self.probe.info()
+            budget = await self.probe.fit(
+                _content(call.prompt), call.max_reasoning_tokens, self.probe_info, chat=True
+            )
+        return replace(call, max_reasoning_tokens=budget, requests=call.requests + count.n)
+
+    async def _forced(
+        self, call: JudgeCall, content: str, chain: str, fields: dict[str, Any]
+    ) -> Judgment:
+        """The forced answer in chat mode (vLLM): the chain, closed with ``</think>``, as a
+        prefilled assistant message that the server continues by one token."""
+        chain = chain.removeprefix(THINK_START)
+        closed = forced_answer_prompt("", chain)  # "\n{cleaned}\n</think>"
+        extra: dict[str, Any] = {
+            "skip_special_tokens": False, **GREEDY_EXTRA,
+            "continue_final_message": True, "add_generation_prompt": False,
+        }
+        ids = self.probe_info.answer_token_ids if self.probe_info is not None else None
+        if ids is not None:
+            extra["allowed_token_ids"] = list(ids)
+        response = await self.sdk.create(
+            "chat",
+            model=self.model,
+            messages=[{"role": "user", "content": content},
+                      {"role": "assistant", "content": closed}],
+            max_tokens=1,
+            **GREEDY,
+            logprobs=True,
+            top_logprobs=TOP_LOGPROBS,
+            extra_body=extra,
+        )
+        choices = response.get("choices") or []
+        items = positions(choices[0].get("logprobs")) if choices else None
+        reading = answer_at(items[0]) if items else None
+        if reading is None:
+            raise NoVerdictError(
+                f"no answer token in the chat forced answer's top-{TOP_LOGPROBS} "
+                "(the reply was cut by the budget before its answer)"
+            )
+        return _judgment(reading, VerdictSource.FORCED_ANSWER, **fields)
 
     async def judge(self, call: JudgeCall) -> Judgment:
         with counting_requests() as count:
             judgment = await self._judge(call)
-        return judgment.model_copy(update={"requests": count.n})
+        return judgment.model_copy(update={"requests": call.requests + count.n})
 
     async def _judge(self, call: JudgeCall) -> Judgment:
-        content = call.prompt.removesuffix(THINK_START).rstrip("\n")
+        content = _content(call.prompt)
         response = await self.sdk.create(
             "chat",
             model=self.model,
@@ -85,6 +149,11 @@ class ChatTransport(Transport):
             or (cut and not message.get("reasoning") and not message.get("reasoning_content"))
         )
         verdict = None if still_open else verdict_from_text(text)
+        if verdict is None and cut and self.probe_info is not None and self.probe_info.vllm:
+            # FIX (chat mode): rank1's forced answer, by continuing the assistant message
+            chain = message.get("reasoning") or message.get("reasoning_content") or text
+            fields["reasoning"] = chain.removeprefix(THINK_START).strip()  # the whole chain
+            return await self._forced(call, content, chain, fields)
         items = positions(choice.get("logprobs"))
         if items and verdict is not None:
             position = find_answer_position(items)
@@ -97,3 +166,8 @@ class ChatTransport(Transport):
                 f"{choice.get('finish_reason')!r}): {text[-200:]!r}"
             )
         return _text_only(verdict, **fields)
+
+
+def _content(prompt: str) -> str:
+    """The user message of a rank1 prompt: without its trailing ``<think>``."""
+    return prompt.removesuffix(THINK_START).rstrip("\n")

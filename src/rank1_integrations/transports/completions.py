@@ -105,16 +105,17 @@ class CompletionsTransport(Transport):
     async def fit(self, call: JudgeCall) -> JudgeCall:
         """Fit ``call`` to what the server says about itself: the answer token ids its
         ``/tokenize`` gives (unless given), streaming for llama-server (one request per
-        judgment, not a repeat), the reasoning budget fitted to its context."""
-        info = await self.probe.info()
-        if self._ask_answer_ids and info.answer_token_ids is not None:
-            self.answer_token_ids = info.answer_token_ids
-        if info.llama_server:
-            self.stream = True
-        budget = await self.probe.fit(call.prompt, call.max_reasoning_tokens, info)
-        if budget != call.max_reasoning_tokens:
-            call = replace(call, max_reasoning_tokens=budget)
-        return call
+        judgment, not a repeat), the reasoning budget fitted to its context. The requests
+        this sends (the probes, once per client; a prompt's ``/tokenize``) are counted in
+        the returned call's ``requests``, hence in its judgment's."""
+        with counting_requests() as count:
+            info = await self.probe.info()
+            if self._ask_answer_ids and info.answer_token_ids is not None:
+                self.answer_token_ids = info.answer_token_ids
+            if info.llama_server:
+                self.stream = True
+            budget = await self.probe.fit(call.prompt, call.max_reasoning_tokens, info)
+        return replace(call, max_reasoning_tokens=budget, requests=call.requests + count.n)
 
     def _params(self, prompt: str, max_tokens: int, **extra: Any) -> dict[str, Any]:
         body: dict[str, Any] = {"skip_special_tokens": False, **GREEDY_EXTRA}
@@ -158,7 +159,7 @@ class CompletionsTransport(Transport):
     async def judge(self, call: JudgeCall) -> Judgment:
         with counting_requests() as count:
             judgment = await self._judge(call)
-        return judgment.model_copy(update={"requests": count.n})
+        return judgment.model_copy(update={"requests": call.requests + count.n})
 
     async def _judge(self, call: JudgeCall) -> Judgment:
         params = self._params(

@@ -28,10 +28,11 @@ connection back in its pool, and the next request on it fails to write its body 
 not write request body", an ``APITimeoutError``). Asked for ``close``, the server says so
 in the response and no stack reuses the connection (which the server would close anyway).
 
-Every HTTP request sent to ``/completions``, ``/chat/completions`` or a ``post`` path is
-counted in the :class:`RequestCount` of the running judgment, if any (see
-:func:`counting_requests`): a transport opens one per judgment, so ``Judgment.requests``
-holds the retries, resends and forced answers it took.
+Every HTTP request sent (``/completions``, ``/chat/completions``, a ``post`` path and the
+probes: ``/v1/models``, ``/props``, ``/tokenize``) is counted in the :class:`RequestCount`
+of the running judgment, if any (see :func:`counting_requests`): a transport opens one per
+judgment (and one while fitting it), so ``Judgment.requests`` holds the probes, retries,
+resends and forced answers it took.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ __all__ = [
 logger = logging.getLogger("rank1_integrations")
 
 T = TypeVar("T")
+
+#: Seconds a probe (:meth:`Sdk.probe`) may take: a server that knows its own context and
+#: tokenizer answers at once; one that does not must not hold a judgment up.
+PROBE_TIMEOUT = 5.0
 
 #: Headers of every streamed request (see the module's docstring).
 STREAM_HEADERS = {"Connection": "close"}
@@ -302,12 +307,34 @@ class Sdk:
 
     async def get(self, path: str) -> Any:
         """``GET`` a path under the base URL (e.g. ``/models``), or an absolute URL; the
-        decoded JSON."""
-        await self.session.acquire(lambda: 0)
+        decoded JSON. Counted like every request; one try (no retry policy)."""
+        return await self.probe(path)
+
+    async def probe(
+        self, path: str, body: dict[str, Any] | None = None, *,
+        timeout: float = PROBE_TIMEOUT,
+    ) -> Any:
+        """A best-effort request about the server itself (``GET /v1/models``, ``/props``;
+        ``POST /tokenize`` when ``body`` is given): one try, whatever the retry policy
+        (and the injected SDK client's own ``max_retries``), at most ``timeout`` seconds,
+        counted in the running judgment's :class:`RequestCount` like every request sent.
+        Raises what the SDK raises; the caller decides what a failure means."""
+        await self.session.acquire(lambda: token_estimate(body) if body else 0)
         client = self._get_client()
-        if isinstance(client, openai.AsyncOpenAI):
-            return await client.get(path, cast_to=object)
-        return await self._in_thread(client.get, path, cast_to=object)
+        options: Any = {"max_retries": 0, "timeout": timeout}
+        _count_request()
+        if body is None:
+            if isinstance(client, openai.AsyncOpenAI):
+                data = await client.get(path, cast_to=object, options=options)
+            else:
+                data = await self._in_thread(client.get, path, cast_to=object, options=options)
+        elif isinstance(client, openai.AsyncOpenAI):
+            data = await client.post(path, body=body, cast_to=object, options=options)
+        else:
+            data = await self._in_thread(
+                client.post, path, body=body, cast_to=object, options=options
+            )
+        return _json_object(data, path)
 
     def base_url(self) -> str:
         """The base URL of the SDK client in use now (e.g. ``http://host:8000/v1/``)."""

@@ -22,11 +22,14 @@ that bound fits, no request is made. Without a tokenizer that bound is the count
 (conservative: the budget may shrink more than needed); when even the bound leaves no
 room, the requested budget is sent unchanged and the server decides.
 
-Probed once per client, lazily (on the first judgment), and cached. A probe the server
-answers with an error status (404: no such endpoint) or something unreadable settles that
-fact as unknown; a connection error, timeout, 408/409/429 or 5xx leaves it open and the
-next judgment probes again. Discovery never fails a judgment by itself: what is unknown is
-not used.
+Probed once per client, lazily (on the first judgment), and cached. Every probe is
+best-effort (:meth:`~.sdk.Sdk.probe`): one try, whatever the client's retry policy, with a
+short timeout (:data:`~.sdk.PROBE_TIMEOUT`), and counted in ``Judgment.requests`` (hence
+the usage totals) of the judgment that sent it: the probes go to the first judgment, a
+prompt's ``/tokenize`` to its own. A probe the server answers with an error status (404:
+no such endpoint) or something unreadable settles that fact as unknown; a connection
+error, timeout, 408/409/429 or 5xx leaves it open and the next judgment probes again (one
+try again). Discovery never fails a judgment by itself: what is unknown is not used.
 
 Usage::
 
@@ -50,7 +53,9 @@ from .._retry import is_retryable
 from ..protocol import ANSWER_FALSE, ANSWER_TRUE, FORCED_ANSWER_MARGIN, fit_reasoning_budget
 from .sdk import Sdk
 
-__all__ = ["ServerInfo", "ServerProbe", "TokenizerShape", "max_tokens_bound"]
+__all__ = [
+    "CHAT_TEMPLATE_TOKENS", "ServerInfo", "ServerProbe", "TokenizerShape", "max_tokens_bound",
+]
 
 logger = logging.getLogger("rank1_integrations")
 
@@ -58,6 +63,10 @@ TokenizerShape = Literal["vllm", "llama.cpp"]
 
 #: Tokens a prompt may have beyond its UTF-8 byte count (BOS, EOS, a leading space).
 _EXTRA_TOKENS = 3
+#: Tokens allowed for a chat template around one user message when the server cannot
+#: count the templated prompt itself (only vLLM's ``/tokenize`` takes ``messages``):
+#: Qwen2's default template, system prompt included, takes about 30.
+CHAT_TEMPLATE_TOKENS = 64
 
 
 def max_tokens_bound(text: str) -> int:
@@ -84,6 +93,10 @@ class ServerInfo:
     #: ``/props``): its non-streaming completions drop the stop-string tokens' logprobs,
     #: so the completions transport streams to it from the first request.
     llama_server: bool = False
+    #: vLLM (its ``/v1/models`` entry is ``owned_by: "vllm"``): its chat API continues a
+    #: prefilled assistant message (``continue_final_message``), so chat mode can force
+    #: the answer there.
+    vllm: bool = False
     #: False when a transient failure left something unprobed (it will be probed again).
     settled: bool = True
 
@@ -101,6 +114,8 @@ class ServerProbe:
         ] = weakref.WeakKeyDictionary()
         #: Set when /tokenize failed for good after the probe found it.
         self._tokenizer_gone = False
+        #: Set when vLLM's chat form of /tokenize (``messages``) failed for good.
+        self._chat_tokenize_gone = False
 
     # ------------------------------------------------------------------ public
 
@@ -118,34 +133,53 @@ class ServerProbe:
             self._info = info
         return info
 
-    async def count_tokens(self, prompt: str, info: ServerInfo | None = None) -> int | None:
+    async def count_tokens(
+        self, prompt: str, info: ServerInfo | None = None, *, chat: bool = False
+    ) -> int | None:
         """The prompt's token count by the server's ``/tokenize`` (BOS included when the
         model adds one), or ``None`` when the server cannot say now. ``info``: what
-        :meth:`info` returned for this call (asked for when not given)."""
+        :meth:`info` returned for this call (asked for when not given).
+
+        ``chat``: ``prompt`` is one user message: vLLM counts it with its chat template
+        applied (``{model, messages, add_generation_prompt}``); other servers count the
+        text, plus :data:`CHAT_TEMPLATE_TOKENS` for the template they do not show."""
         info = info or await self.info()
         if info.tokenizer is None or self._tokenizer_gone:
             return None
         try:
-            return len(await self._tokenize(info.tokenizer, prompt, add_special=True))
+            if chat and info.tokenizer == "vllm" and not self._chat_tokenize_gone:
+                try:
+                    return len(await self._tokenize_chat(prompt))
+                except Exception as exc:
+                    if is_retryable(exc):
+                        raise
+                    self._chat_tokenize_gone = True  # e.g. rank1-server: text only
+            count = len(await self._tokenize(info.tokenizer, prompt, add_special=True))
+            return count + CHAT_TEMPLATE_TOKENS if chat else count
         except Exception as exc:  # noqa: BLE001 - an unknown count is not a failure
             if not is_retryable(exc):
                 self._tokenizer_gone = True
             logger.debug("rank1: /tokenize failed (%s); estimating the prompt's tokens", exc)
             return None
 
-    async def fit(self, prompt: str, requested: int, info: ServerInfo | None = None) -> int:
+    async def fit(
+        self, prompt: str, requested: int, info: ServerInfo | None = None, *,
+        chat: bool = False,
+    ) -> int:
         """The reasoning budget for ``prompt``: ``requested`` when the served context has
         room for it, else what is left (see the module docstring). Raises ``ValueError``
         naming the prompt's tokens and the context when no reasoning token fits.
-        ``info``: what :meth:`info` returned for this call (asked for when not given)."""
+        ``info``: what :meth:`info` returned for this call (asked for when not given).
+        ``chat``: ``prompt`` is one chat message, to which the server adds its template
+        (see :meth:`count_tokens`)."""
         info = info or await self.info()
         n_ctx = info.n_ctx
         if n_ctx is None:
             return requested
-        bound = max_tokens_bound(prompt)
+        bound = max_tokens_bound(prompt) + (CHAT_TEMPLATE_TOKENS if chat else 0)
         if bound + requested + FORCED_ANSWER_MARGIN <= n_ctx:
             return requested  # fits whatever the exact count
-        count = await self.count_tokens(prompt, info)
+        count = await self.count_tokens(prompt, info, chat=chat)
         if count is None:
             if n_ctx - bound - FORCED_ANSWER_MARGIN < 1:
                 return requested  # cannot tell: the server decides
@@ -168,8 +202,10 @@ class ServerProbe:
         settled = True
         n_ctx: int | None = None
         llama_like = False
+        vllm = False
         entry = _model_entry(models, self.model)
         if entry is not None:
+            vllm = entry.get("owned_by") == "vllm"
             n_ctx = _positive_int(entry.get("max_model_len"))
             meta = entry.get("meta")
             if isinstance(meta, Mapping):  # llama-server
@@ -210,7 +246,7 @@ class ServerProbe:
                 if true_ids[0] != false_ids[0]:
                     answer_ids = (true_ids[0], false_ids[0])
         info = ServerInfo(n_ctx=n_ctx, tokenizer=tokenizer, answer_token_ids=answer_ids,
-                          llama_server=llama_like, settled=settled)
+                          llama_server=llama_like, vllm=vllm, settled=settled)
         logger.debug("rank1: server info %s", info)
         return info
 
@@ -232,12 +268,23 @@ class ServerProbe:
                                     "add_special_tokens": add_special}
         else:
             body = {"content": text, "add_special": add_special, "parse_special": True}
-        response = await self.sdk.post(f"{root}/tokenize", body)
+        response = await self.sdk.probe(f"{root}/tokenize", body)
         tokens = response.get("tokens") if isinstance(response, Mapping) else None
         if not isinstance(tokens, list) or not all(
             isinstance(t, int) and not isinstance(t, bool) for t in tokens
         ):
             raise _Unknown(f"/tokenize answered {str(response)[:200]}")
+        return tokens
+
+
+    async def _tokenize_chat(self, content: str) -> list[int]:
+        """vLLM's ``/tokenize`` of one user message with the chat template applied."""
+        body = {"model": self.model, "messages": [{"role": "user", "content": content}],
+                "add_generation_prompt": True}
+        response = await self.sdk.probe(f"{_root(self.sdk.base_url())}/tokenize", body)
+        tokens = response.get("tokens") if isinstance(response, Mapping) else None
+        if not isinstance(tokens, list) or not tokens:
+            raise _Unknown(f"/tokenize (messages) answered {str(response)[:200]}")
         return tokens
 
 

