@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -136,3 +137,39 @@ def test_a_prompt_over_the_context_names_the_numbers(vllm_url: str) -> None:
         JudgmentError, match=r"the prompt has \d+ tokens and the context holds 2048"
     ):
         c.judge(QUERY, passage)
+
+
+@pytest.mark.parametrize("kind", ["rank1-server", "llama-server"])
+def test_vllm_agrees_with_the_llama_cpp_servers_on_the_same_weights(
+    vllm_url: str, start_server, kind: str
+) -> None:
+    """The same weights (the demo GGUF, and its HF copy for vLLM): the same verdicts, the
+    same chains, scores within the engines' float differences."""
+    other = start_server(kind, "demo")
+    with client(vllm_url) as c:
+        ours = c.judge_all(QUERY, PASSAGES)
+    with Rank1Client(other.base_url, model="rank1-test", cache=None, max_retries=0,
+                     max_reasoning_tokens=64) as c:
+        theirs = c.judge_all(QUERY, PASSAGES)
+    for a, b in zip(ours, theirs, strict=True):
+        assert a.source is b.source is VerdictSource.ANSWER_LOGPROBS, (a, b)
+        assert a.relevant is b.relevant and a.reasoning == b.reasoning
+        assert a.score == pytest.approx(b.score, abs=ANALYTIC)
+
+
+def test_rerank_gateway_in_front_of_vllm(vllm_url: str) -> None:
+    """rank1-server --upstream (issue 16's gateway) with the real vLLM behind it: the
+    Cohere v2 API answers with vLLM's verdicts, best first."""
+    import cohere
+    from rank1_server.testing import running_server
+
+    with client(vllm_url) as c:
+        direct_judgments = c.judge_all(QUERY, PASSAGES)
+    demo = Path(__file__).resolve().parents[2] / "local_server/rank1_server/demo/rank1-demo.gguf"
+    with running_server(demo, upstream=vllm_url, upstream_model=NAME,
+                        max_reasoning_tokens=64) as url:
+        co = cohere.ClientV2(api_key="unused", base_url=url.removesuffix("/v1"))
+        out = co.rerank(model=NAME, query=QUERY, documents=PASSAGES)
+    assert [r.index for r in out.results] == [0, 1]
+    for r in out.results:
+        assert r.relevance_score == pytest.approx(direct_judgments[r.index].score, abs=SAME_SERVER)
