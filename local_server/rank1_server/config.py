@@ -30,7 +30,8 @@ class ServerConfig(BaseModel):
     host: str = Field(default="127.0.0.1", description="Address to bind.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port.")
     parallel: int = Field(
-        default=8, ge=1, description="Sequence slots decoded together.",
+        default=8, ge=1, description="Sequence slots decoded together (with --upstream: "
+        "documents in flight toward the upstream).",
         json_schema_extra={"flags": ["--parallel", "-np"]},
     )
     n_ctx: int | None = Field(

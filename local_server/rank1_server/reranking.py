@@ -148,22 +148,35 @@ async def _through_upstream(
     max_passage_tokens: int | None,
 ) -> Ranked:
     """Gateway mode: judge at the upstream with :meth:`Rank1Client.ajudge_all` (input
-    order), then rank here, as for the engine."""
+    order), then rank here, as for the engine. Bounded: ``parallel`` documents in flight
+    toward the upstream (one client for all requests), ``max_queue`` more waiting, 429
+    with ``Retry-After`` beyond."""
     _check_count(state, docs)
     if max_passage_tokens is not None:
         raise ApiError(400, "a gateway has no tokenizer to cut passages by tokens: "
                        "max_tokens_per_doc / max_chunks_per_doc are not served with --upstream",
                        param="max_tokens_per_doc", code="not_supported")
     budget = max_reasoning_tokens or state.config.max_reasoning_tokens
+    # The client's concurrency (``parallel``) bounds the documents in flight toward the
+    # upstream; at most ``max_queue`` more may wait: a request that does not fit is
+    # refused whole (429, Retry-After), the engine's rule.
+    n, cfg = len(docs), state.config
+    waiting = max(0, state.gateway_admitted - cfg.parallel)
+    if state.gateway_admitted + n - cfg.parallel > cfg.max_queue:
+        raise queue_full(QueueFull(f"{waiting} documents wait for the upstream; the "
+                                   f"limit is {cfg.max_queue}"))
+    state.gateway_admitted += n
     try:
         judgments = await until_disconnect(request, client.ajudge_all(
             query, docs, instruction=instruction, max_reasoning_tokens=budget,
             on_error="raise",
         ))
     except (Rank1Error, openai.APIError) as exc:
-        raise ApiError(502, f"the upstream {state.config.upstream} failed: "
+        raise ApiError(502, f"the upstream {cfg.upstream} failed: "
                        f"{type(exc).__name__}: {exc}", type="upstream_error",
                        code="upstream_error") from exc
+    finally:
+        state.gateway_admitted -= n
     result = JudgeResult(
         judgments, sum(j.prompt_tokens for j in judgments),
         sum(j.reasoning_tokens for j in judgments), tuple(budget for _ in judgments),

@@ -31,6 +31,9 @@ class ServerState:
         self.engine: Engine | None = None
         #: Gateway mode (``--upstream``): the client judging at the upstream; no engine.
         self.gateway: Rank1Client | None = None
+        #: Gateway mode: documents admitted toward the upstream (in flight or waiting);
+        #: more than ``parallel + max_queue`` are refused with 429 (see ``rerank``).
+        self.gateway_admitted = 0
         self.judge: Rank1Judge | None = None
         self.rank1_error: str | None = None
         self.load_error: str | None = None

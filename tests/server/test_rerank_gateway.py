@@ -7,8 +7,11 @@ restart), a per-document cut a gateway cannot make (400)."""
 
 from __future__ import annotations
 
+import http.server
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -101,3 +104,129 @@ def test_upstream_gone_is_a_502_naming_it_and_back_recovers(demo_model: Path) ->
                 again = httpx.post(f"{root}/v2/rerank", json=body, timeout=60)
                 assert again.status_code == 200
                 assert [r["index"] for r in again.json()["results"]] == [1, 0]
+
+
+def test_a_full_gateway_queue_is_a_429_with_retry_after_and_loses_nothing(
+    demo_model: Path, upstream: str,
+) -> None:
+    """One document in flight toward the upstream, two more may wait: a burst of two-document
+    requests is partly refused (429 + Retry-After, in Cohere's and Jina's shapes, the cohere
+    SDK's TooManyRequestsError), every admitted one is answered whole and right."""
+    n = 12
+    with running_server(demo_model, upstream=upstream, upstream_model="rank1-demo",
+                        max_reasoning_tokens=64, parallel=1, max_queue=2) as url:
+        root = url.removesuffix("/v1")
+        barrier = threading.Barrier(n)
+
+        def one(i: int) -> httpx.Response:
+            path = "/v2/rerank" if i % 2 else "/v1/rerank"
+            body = {"model": "rank1-demo", "query": QUERY, "documents": TEXTS[:2]}
+            barrier.wait()
+            return httpx.post(f"{root}{path}", json=body, timeout=120)
+
+        with ThreadPoolExecutor(n) as pool:
+            answers = list(pool.map(one, range(n)))
+        codes = [r.status_code for r in answers]
+        assert set(codes) <= {200, 429} and codes.count(200) >= 1 and codes.count(429) >= 1, codes
+        for i, r in enumerate(answers):
+            if r.status_code == 429:
+                assert r.headers["Retry-After"] == "1"
+                err = r.json()  # Cohere's shape on /v2/rerank, Cohere's + OpenAI's on /v1
+                assert err["code"] == "queue_full" and "busy" in err["message"], r.text
+                if not i % 2:
+                    assert err["error"]["type"] == "rate_limit_error", r.text
+                continue
+            results = r.json()["results"]
+            assert [x["index"] for x in results] == [1, 0], r.text
+            for x in results:
+                assert x["relevance_score"] == pytest.approx(EXPECTED[x["index"]], abs=2e-3)
+        # the cohere SDK names it; the queue is free again once the burst is answered
+        co = cohere.ClientV2(api_key="x", base_url=root)
+        with ThreadPoolExecutor(6) as pool:
+            futures = [pool.submit(co.rerank, model="rank1-demo", query=QUERY,
+                                   documents=TEXTS[:2], request_options=NO_RETRY)
+                       for _ in range(6)]
+            outcomes = [f.exception() or f.result() for f in futures]
+        assert any(isinstance(o, cohere.TooManyRequestsError) for o in outcomes), outcomes
+        for o in outcomes:
+            if isinstance(o, cohere.TooManyRequestsError):
+                assert o.headers is not None and o.headers.get("retry-after") == "1"
+            else:
+                assert not isinstance(o, BaseException), o
+        again = httpx.post(f"{root}/v2/rerank", json={"query": QUERY, "documents": TEXTS[:2]},
+                           timeout=120)
+        assert again.status_code == 200
+        assert [x["index"] for x in again.json()["results"]] == [1, 0]
+
+
+class _Garbage(http.server.BaseHTTPRequestHandler):
+    """An upstream that answers every request 200 with an HTML page."""
+
+    def _junk(self) -> None:
+        body = b"<html>this is not an OpenAI server</html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _junk
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_upstream_answering_garbage_is_a_502_naming_it(demo_model: Path) -> None:
+    junk = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Garbage)
+    threading.Thread(target=junk.serve_forever, daemon=True).start()
+    upstream = f"http://127.0.0.1:{junk.server_address[1]}/v1"
+    try:
+        with running_server(demo_model, upstream=upstream, upstream_model="rank1-demo",
+                            max_reasoning_tokens=64) as url:
+            co = cohere.ClientV2(api_key="x", base_url=url.removesuffix("/v1"), timeout=120)
+            with pytest.raises(cohere.core.ApiError) as info:
+                co.rerank(model="m", query=QUERY, documents=TEXTS[:1], request_options=NO_RETRY)
+            assert info.value.status_code == 502
+            assert upstream in info.value.body["message"], info.value.body
+            assert info.value.body["code"] == "upstream_error"
+    finally:
+        junk.shutdown()
+
+
+def test_upstream_killed_mid_request_is_a_502_naming_it(smollm2_path: Path,
+                                                        demo_model: Path) -> None:
+    """SmolLM2 with ``--ignore-eos`` is a slow upstream (each chain spends its budget): the
+    upstream is stopped while a request's documents are generating there; that request is
+    answered 502 naming the upstream, promptly; meanwhile the queue bound held (429)."""
+    from ..real.servers import llama_server, llama_server_binary
+
+    with ExitStack() as upstream_alive:
+        up = upstream_alive.enter_context(llama_server(
+            llama_server_binary(), smollm2_path, parallel=1, alias="rank1-test",
+            extra=["--ignore-eos"]))
+        with running_server(demo_model, upstream=up, upstream_model="rank1-test",
+                            max_reasoning_tokens=1500, parallel=1, max_queue=2) as url:
+            root = url.removesuffix("/v1")
+            outcome: dict[str, object] = {}
+
+            def long_call() -> None:
+                started = time.monotonic()
+                outcome["response"] = httpx.post(
+                    f"{root}/v2/rerank", json={"query": QUERY, "documents": TEXTS[:2]},
+                    timeout=120)
+                outcome["seconds"] = time.monotonic() - started
+
+            call = threading.Thread(target=long_call)
+            call.start()
+            time.sleep(1.5)  # the first document is generating upstream, the second waits
+            busy = httpx.post(f"{root}/v2/rerank",
+                              json={"query": QUERY, "documents": TEXTS[:2]}, timeout=60)
+            assert busy.status_code == 429 and busy.headers["Retry-After"] == "1", busy.text
+            assert call.is_alive(), "the slow upstream answered before it was stopped"
+            upstream_alive.close()  # the upstream process is stopped mid-request
+            call.join(timeout=90)
+            assert not call.is_alive(), "the gateway hung on a dead upstream"
+            r = outcome["response"]
+            assert isinstance(r, httpx.Response) and r.status_code == 502, r
+            assert up in r.json()["message"] and r.json()["code"] == "upstream_error"
+            assert float(outcome["seconds"]) < 60  # type: ignore[arg-type]
