@@ -530,11 +530,7 @@ class Engine:
                 rows.append((s, i))
         if batch.n == 0:
             return
-        t = time.perf_counter()
-        rc = self.ctx.decode()
-        self.ctx.synchronize()
-        self.stats.decode_seconds += time.perf_counter() - t
-        self.stats.decode_calls += 1
+        rc = self._decode()
         if rc != 0:
             self._fail_batch(rc)
         elif rows:
@@ -547,6 +543,15 @@ class Engine:
             for j, (s, _) in enumerate(rows):
                 self._sample(s, logits[j], greedy[j])
         self.stats.step_seconds += time.perf_counter() - started
+
+    def _decode(self) -> int:
+        """``llama_decode`` of the batch as filled, made synchronous and timed; its status."""
+        t = time.perf_counter()
+        rc = self.ctx.decode()
+        self.ctx.synchronize()
+        self.stats.decode_seconds += time.perf_counter() - t
+        self.stats.decode_calls += 1
+        return rc
 
     def _step_each(self, started: float) -> None:
         """The deterministic step: each slot alone in its own ``llama_decode`` (one token,
@@ -572,11 +577,7 @@ class Engine:
                     batch.add(prompt[k], k, s.seq, k == len(prompt) - 1)
                 s.tokens.extend(prompt[start : start + n])
                 self.stats.prompt_tokens += n
-            t = time.perf_counter()
-            rc = self.ctx.decode()
-            self.ctx.synchronize()
-            self.stats.decode_seconds += time.perf_counter() - t
-            self.stats.decode_calls += 1
+            rc = self._decode()
             if rc != 0:
                 log.error("llama_decode failed with status %d", rc)
                 self._fail_slot(s, rc)
