@@ -160,12 +160,18 @@ def test_a_full_gateway_queue_is_a_429_with_retry_after_and_loses_nothing(
 
 
 class _Garbage(http.server.BaseHTTPRequestHandler):
-    """An upstream that answers every request 200 with an HTML page."""
+    """An upstream that answers every request 200 with an HTML page (``GET /models`` with
+    a model list while ``models_ok``, so that the gateway starts)."""
+
+    models_ok = True
 
     def _junk(self) -> None:
         body = b"<html>this is not an OpenAI server</html>"
+        ctype = "text/html"
+        if self.command == "GET" and self.path.endswith("/models") and self.models_ok:
+            body, ctype = b'{"object": "list", "data": []}', "application/json"
         self.send_response(200)
-        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -189,7 +195,12 @@ def test_upstream_answering_garbage_is_a_502_naming_it(demo_model: Path) -> None
             assert info.value.status_code == 502
             assert upstream in info.value.body["message"], info.value.body
             assert info.value.body["code"] == "upstream_error"
+            _Garbage.models_ok = False  # now /models is HTML too: /health says so
+            health = httpx.get(url.removesuffix("/v1") + "/health")
+            assert health.status_code == 503, health.text
+            assert "no model list" in health.json()["message"]
     finally:
+        _Garbage.models_ok = True
         junk.shutdown()
 
 

@@ -67,6 +67,8 @@ async def _upstream_health(state: State) -> JSONResponse:
         async with httpx.AsyncClient(timeout=5) as http:
             r = await http.get(f"{upstream}/models", headers=headers)
         problem = None if r.status_code == 200 else f"GET /models answered {r.status_code}"
+        if problem is None and not _is_model_list(r):
+            problem = f"GET /models answered 200 with no model list: {r.text[:200]!r}"
     except httpx.HTTPError as exc:
         problem = f"{type(exc).__name__}: {exc}"
     if problem is not None:
@@ -74,3 +76,12 @@ async def _upstream_health(state: State) -> JSONResponse:
                              "message": f"upstream unreachable: {problem}"}, status_code=503)
     return JSONResponse({"status": "ok", "model": state.model_name, "upstream": upstream,
                          "rerank": True})
+
+
+def _is_model_list(response: httpx.Response) -> bool:
+    """The answer of an OpenAI-compatible ``GET /models``: ``{"data": [...]}``."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and isinstance(body.get("data"), list)
