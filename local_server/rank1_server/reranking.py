@@ -30,7 +30,7 @@ from .errors import ApiError, queue_full
 from .rank1 import Document, JudgeResult, NoRoom, Rank1Judge
 from .state import ServerState
 
-__all__ = ["Ranked", "engine_judge", "rerank"]
+__all__ = ["Ranked", "engine_judge", "engine_refusal", "rerank"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,13 @@ class Ranked:
     order: list[Judgment]
     result: JudgeResult
     documents: int
+
+    @classmethod
+    def of(cls, result: JudgeResult, top_n: int | None) -> Ranked:
+        """``result``'s judgments ranked (:func:`rank_order`), cut to ``top_n``."""
+        order = rank_order(result.judgments, lambda j: j.score)
+        return cls(order[:top_n] if top_n is not None else order, result,
+                   len(result.judgments))
 
     def results(
         self, document: Callable[[int], dict[str, Any]] | None = None
@@ -99,26 +106,26 @@ async def rerank(
             query, docs, instruction=instruction, max_reasoning_tokens=budget,
             max_passage_tokens=max_passage_tokens,
         ))
-    except QueueFull as exc:
-        raise queue_full(exc) from exc
-    except NoRoom as exc:
-        raise ApiError(400, str(exc), param="query", code="context_length_exceeded") from exc
-    except ValueError as exc:
-        raise ApiError(400, str(exc), param="max_reasoning_tokens") from exc
-    order = rank_order(result.judgments, lambda j: j.score)
-    if top_n is not None:
-        order = order[:top_n]
-    return Ranked(order, result, len(docs))
+    except (QueueFull, ValueError) as exc:  # NoRoom is a ValueError
+        raise engine_refusal(exc) from exc
+    return Ranked.of(result, top_n)
+
+
+def engine_refusal(exc: QueueFull | ValueError) -> ApiError:
+    """The API error for the engine refusing a judging call: 429 (``Retry-After``) when
+    its queue is full, 400 when the query leaves no room for a passage or the budget is
+    bad. The rerank routes and the stream answer these alike."""
+    if isinstance(exc, QueueFull):
+        return queue_full(exc)
+    if isinstance(exc, NoRoom):
+        return ApiError(400, str(exc), param="query", code="context_length_exceeded")
+    return ApiError(400, str(exc), param="max_reasoning_tokens")
 
 
 def engine_judge(state: ServerState, docs: Sequence[Document]) -> Rank1Judge:
     """The engine's judge for ``docs``, or the API error that refuses them: 503 while the
-    model loads, 400 when it cannot run rank1 (or in gateway mode, which has no engine),
-    413 for more documents than the queue holds."""
-    if state.gateway is not None:
-        raise ApiError(400, "streaming is not served in gateway mode (--upstream): send "
-                       "the request without \"stream\"", param="stream",
-                       code="not_supported")
+    model loads, 400 when it cannot run rank1, 413 for more documents than the queue
+    holds."""
     state.ready()
     judge = state.judge
     if judge is None:
@@ -181,5 +188,4 @@ async def _through_upstream(
         judgments, sum(j.prompt_tokens for j in judgments),
         sum(j.reasoning_tokens for j in judgments), tuple(budget for _ in judgments),
     )
-    order = rank_order(judgments, lambda j: j.score)
-    return Ranked(order[:top_n] if top_n is not None else order, result, len(docs))
+    return Ranked.of(result, top_n)

@@ -30,7 +30,6 @@ from fastapi.responses import StreamingResponse
 
 from rank1_integrations.judgment import Judgment
 from rank1_integrations.protocol import THINK_END, THINK_START
-from rank1_integrations.ranking import rank_order
 from rank1_integrations.wire import (
     CohereV1RerankRequest,
     RerankResult,
@@ -38,14 +37,13 @@ from rank1_integrations.wire import (
     RerankStreamError,
     RerankStreamReasoning,
     RerankStreamResult,
-    RerankUsage,
     stream_event,
 )
 
 from .engine import QueueFull
-from .errors import ApiError, queue_full
-from .rank1 import Document, JudgeResult, NoRoom
-from .reranking import engine_judge
+from .errors import ApiError
+from .rank1 import Document
+from .reranking import Ranked, engine_judge, engine_refusal
 from .state import ServerState
 
 __all__ = ["ReasoningFilter", "stream_rerank"]
@@ -93,19 +91,17 @@ class ReasoningFilter:
 
 def _api_error(exc: BaseException) -> ApiError | None:
     """The HTTP error for a failure of the judging call (as the non-streamed route)."""
-    if isinstance(exc, QueueFull):
-        return queue_full(exc)
-    if isinstance(exc, NoRoom):
-        return ApiError(400, str(exc), param="query", code="context_length_exceeded")
-    if isinstance(exc, ValueError):
-        return ApiError(400, str(exc), param="max_reasoning_tokens")
-    return None
+    return engine_refusal(exc) if isinstance(exc, (QueueFull, ValueError)) else None
 
 
 async def stream_rerank(
     state: ServerState, body: CohereV1RerankRequest, docs: Sequence[Document], budget: int
 ) -> StreamingResponse:
     """Start judging ``docs`` and answer the events as they come (see module doc)."""
+    if state.gateway is not None:
+        raise ApiError(400, "streaming is not served in gateway mode (--upstream): send "
+                       "the request without \"stream\"", param="stream",
+                       code="not_supported")
     judge = engine_judge(state, docs)
     loop = asyncio.get_running_loop()
     # (index, piece) from the engine thread, (judgment, budget) per verdict, None: finished
@@ -162,17 +158,10 @@ async def stream_rerank(
                     "code": err.code,
                 }))
                 return
-            result: JudgeResult = task.result()
-            order = [j.index for j in rank_order(result.judgments, lambda j: j.score)]
-            if body.top_n is not None:
-                order = order[: body.top_n]
+            ranked = Ranked.of(task.result(), body.top_n)
             yield stream_event(RerankStreamDone(
-                id=f"rerank-{uuid.uuid4().hex}", model=state.model_name, ranking=order,
-                usage=RerankUsage(
-                    prompt_tokens=result.prompt_tokens,
-                    completion_tokens=result.completion_tokens,
-                    total_tokens=result.prompt_tokens + result.completion_tokens,
-                ),
+                id=f"rerank-{uuid.uuid4().hex}", model=state.model_name,
+                ranking=[j.index for j in ranked.order], usage=ranked.usage(),
             ))
         finally:
             # The client went away (or the response ended): free the slots.
