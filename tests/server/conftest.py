@@ -90,3 +90,10 @@ def demo_model(model_dir: Path) -> Path:
 def demo_server(demo_model: Path) -> Iterator[str]:
     with running_server(demo_model, parallel=4, n_ctx=2048, max_reasoning_tokens=64) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def one_slot_server(slow_model: Path) -> Iterator[str]:
+    """One slot, one waiting place: the third concurrent request is refused."""
+    with running_server(slow_model, parallel=1, n_ctx=4096, max_queue=1) as url:
+        yield url

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +13,8 @@ import httpx
 import openai
 import pytest
 from rank1_server.testing import running_server
+
+from .metrics_support import metric, wait_for_metric
 
 
 def _error(r: httpx.Response, status: int) -> dict:
@@ -132,39 +132,18 @@ def test_oversized_chunked_body_413(keyed_server: str) -> None:
 # --------------------------------------------------------------------------- queue, disconnect
 
 
-@pytest.fixture(scope="module")
-def one_slot_server(slow_model: Path) -> Iterator[str]:
-    """One slot, one waiting place: the third concurrent request is refused."""
-    with running_server(slow_model, parallel=1, n_ctx=4096, max_queue=1) as url:
-        yield url
-
-
-def _metric(root: str, name: str) -> float:
-    text = httpx.get(f"{root}/metrics").text
-    m = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
-    assert m, name
-    return float(m.group(1))
-
-
-async def _wait_for(root: str, name: str, value: float, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while _metric(root, name) != value:
-        assert time.monotonic() < deadline, f"{name} never reached {value}"
-        await asyncio.sleep(0.02)
-
-
 LONG = {"prompt": "tides", "max_tokens": 4000, "ignore_eos": True}
 
 
 async def test_queue_full_429_and_disconnect_frees_slots(one_slot_server: str) -> None:
     root = one_slot_server.removesuffix("/v1")
-    cancelled_before = _metric(root, "rank1_cancelled_requests_total")
-    finished_before = _metric(root, "rank1_finished_generations_total")
+    cancelled_before = metric(root, "rank1_cancelled_requests_total")
+    finished_before = metric(root, "rank1_finished_generations_total")
     async with httpx.AsyncClient(base_url=one_slot_server, timeout=120) as http:
         running = asyncio.ensure_future(http.post("/completions", json=LONG))
-        await _wait_for(root, "rank1_busy_slots", 1)
+        await wait_for_metric(root, "rank1_busy_slots", 1)
         waiting = asyncio.ensure_future(http.post("/completions", json=LONG))
-        await _wait_for(root, "rank1_queue_depth", 1)
+        await wait_for_metric(root, "rank1_queue_depth", 1)
         refused = await http.post("/completions", json={"prompt": "x", "max_tokens": 2})
         err = _error(refused, 429)
         assert err["code"] == "queue_full" and refused.headers["retry-after"] == "1"
@@ -174,23 +153,23 @@ async def test_queue_full_429_and_disconnect_frees_slots(one_slot_server: str) -
         running.cancel()
         waiting.cancel()
         await asyncio.gather(running, waiting, return_exceptions=True)
-    await _wait_for(root, "rank1_queue_depth", 0)
-    await _wait_for(root, "rank1_busy_slots", 0)
-    await _wait_for(root, "rank1_cancelled_requests_total", cancelled_before + 2)
-    assert _metric(root, "rank1_finished_generations_total") == finished_before
+    await wait_for_metric(root, "rank1_queue_depth", 0)
+    await wait_for_metric(root, "rank1_busy_slots", 0)
+    await wait_for_metric(root, "rank1_cancelled_requests_total", cancelled_before + 2)
+    assert metric(root, "rank1_finished_generations_total") == finished_before
     ok = httpx.post(f"{one_slot_server}/completions", json={"prompt": "x", "max_tokens": 2})
     assert ok.status_code == 200
 
 
 async def test_rerank_disconnect_frees_slot(one_slot_server: str) -> None:
     root = one_slot_server.removesuffix("/v1")
-    cancelled_before = _metric(root, "rank1_cancelled_requests_total")
+    cancelled_before = metric(root, "rank1_cancelled_requests_total")
     async with httpx.AsyncClient(base_url=one_slot_server, timeout=120) as http:
         task = asyncio.ensure_future(http.post("/rerank", json={
             "query": "q", "documents": ["a"], "max_reasoning_tokens": 3900}))
-        await _wait_for(root, "rank1_busy_slots", 1)
+        await wait_for_metric(root, "rank1_busy_slots", 1)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-    await _wait_for(root, "rank1_busy_slots", 0)
-    await _wait_for(root, "rank1_queue_depth", 0)
-    await _wait_for(root, "rank1_cancelled_requests_total", cancelled_before + 1)
+    await wait_for_metric(root, "rank1_busy_slots", 0)
+    await wait_for_metric(root, "rank1_queue_depth", 0)
+    await wait_for_metric(root, "rank1_cancelled_requests_total", cancelled_before + 1)

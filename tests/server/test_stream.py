@@ -4,17 +4,12 @@ before the stream as plain HTTP errors, and a client that leaves freeing its slo
 
 from __future__ import annotations
 
-import asyncio
 import json
-import re
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from rank1_server.streaming import ReasoningFilter
-from rank1_server.testing import running_server
 
 from rank1_integrations.protocol import extract_reasoning
 from rank1_integrations.wire import (
@@ -23,6 +18,8 @@ from rank1_integrations.wire import (
     RerankStreamResult,
     parse_stream_event,
 )
+
+from .metrics_support import metric, wait_for_metric
 
 
 def _events(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
@@ -134,30 +131,10 @@ def test_reasoning_filter_pieces() -> None:
 # --------------------------------------------------------------------------- disconnect
 
 
-@pytest.fixture(scope="module")
-def one_slot_server(slow_model: Path) -> Iterator[str]:
-    with running_server(slow_model, parallel=1, n_ctx=4096, max_queue=1) as url:
-        yield url
-
-
-def _metric(root: str, name: str) -> float:
-    text = httpx.get(f"{root}/metrics").text
-    m = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
-    assert m, name
-    return float(m.group(1))
-
-
-async def _wait_for(root: str, name: str, value: float, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while _metric(root, name) != value:
-        assert time.monotonic() < deadline, f"{name} never reached {value}"
-        await asyncio.sleep(0.02)
-
-
 async def test_stream_disconnect_frees_slot(one_slot_server: str) -> None:
     root = one_slot_server.removesuffix("/v1")
-    cancelled_before = _metric(root, "rank1_cancelled_requests_total")
-    finished_before = _metric(root, "rank1_finished_generations_total")
+    cancelled_before = metric(root, "rank1_cancelled_requests_total")
+    finished_before = metric(root, "rank1_finished_generations_total")
     async with httpx.AsyncClient(base_url=one_slot_server, timeout=120) as http:
         async with http.stream("POST", "/rerank", json={
             "query": "q", "documents": ["a"], "max_reasoning_tokens": 3900, "stream": True,
@@ -167,8 +144,8 @@ async def test_stream_disconnect_frees_slot(one_slot_server: str) -> None:
                 if line.startswith("data:"):
                     assert json.loads(line[5:])["type"] == "reasoning"
                     break
-            assert _metric(root, "rank1_busy_slots") == 1
+            assert metric(root, "rank1_busy_slots") == 1
         # leaving the block closes the connection mid-stream
-    await _wait_for(root, "rank1_busy_slots", 0)
-    await _wait_for(root, "rank1_cancelled_requests_total", cancelled_before + 1)
-    assert _metric(root, "rank1_finished_generations_total") == finished_before
+    await wait_for_metric(root, "rank1_busy_slots", 0)
+    await wait_for_metric(root, "rank1_cancelled_requests_total", cancelled_before + 1)
+    assert metric(root, "rank1_finished_generations_total") == finished_before
