@@ -301,11 +301,11 @@ class Engine:
             raise ValueError(f"logprobs must be between 0 and {MAX_LOGPROBS}")
 
     def submit_many(
-        self, items: Sequence[tuple[Sequence[int], GenParams]], *, priority: bool = False,
+        self, items: Sequence[tuple[Sequence[int], GenParams]], *,
         on_text: Sequence[Callable[[str], None] | None] | None = None,
     ) -> list[concurrent.futures.Future[Generation]]:
-        """Queue several requests at once (all or none). ``priority`` requests skip the
-        queue bound and go first (used for a judgment's second step). ``on_text[i]``, when
+        """Queue several requests at once (all or none; a judgment's second step needs no
+        queueing: it is a :attr:`GenParams.follow_up`). ``on_text[i]``, when
         given, is called on the engine thread with each new piece of request ``i``'s output
         text as it is generated (it must be quick and thread-safe; the streaming API hands
         it to its event loop)."""
@@ -319,15 +319,12 @@ class Engine:
         with self._cv:
             if self._stopping or self.crashed:
                 raise RuntimeError(f"the engine is not running ({self.crashed or 'stopping'})")
-            if not priority:
-                free = sum(1 for s in self._slots if s.req is None)
-                if len(self._pending) + len(reqs) - free > self.max_queue:
-                    raise QueueFull(
-                        f"{len(self._pending)} requests are waiting (limit {self.max_queue})"
-                    )
-                self._pending.extend(reqs)
-            else:
-                self._pending.extendleft(reversed(reqs))
+            free = sum(1 for s in self._slots if s.req is None)
+            if len(self._pending) + len(reqs) - free > self.max_queue:
+                raise QueueFull(
+                    f"{len(self._pending)} requests are waiting (limit {self.max_queue})"
+                )
+            self._pending.extend(reqs)
             self._cv.notify()
         for r in reqs:
             r.future._rank1_req = r  # type: ignore[attr-defined]  # for cancel()
@@ -347,9 +344,9 @@ class Engine:
         return (await self.generate_many([(prompt, params)]))[0]
 
     async def generate_many(
-        self, items: Sequence[tuple[Sequence[int], GenParams]], *, priority: bool = False
+        self, items: Sequence[tuple[Sequence[int], GenParams]]
     ) -> list[Generation]:
-        futures = self.submit_many(items, priority=priority)
+        futures = self.submit_many(items)
         try:
             return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
         except BaseException:
