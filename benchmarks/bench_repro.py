@@ -35,19 +35,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench_server import QUERY, WORDS  # the benchmarks' one query and passage text
 from rank1_server.backend import LlamaContext, LlamaModel
 from rank1_server.engine import Engine
 from rank1_server.rank1 import Document, Rank1Judge, Rank1Vocab
 
 from rank1_integrations.judgment import Judgment
 
-QUERY = "how do tides form along the coast"
 OTHER_QUERIES = ("what is photosynthesis", "who wrote the odyssey", "how do vaccines work")
-WORDS = (
-    "the moon pulls ocean water toward it while the earth turns beneath and coastal "
-    "harbours see the sea level rise and fall twice each day as gravity and rotation "
-    "combine with the shape of the shore to make some tides far larger than others"
-).split()
 
 
 def passage(i: int, words: int = 30) -> str:
