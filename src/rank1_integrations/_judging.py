@@ -14,7 +14,7 @@ Usage (inside the client)::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import protocol
@@ -97,51 +97,84 @@ class Judging:
             "requests": 0, "cached": True,
         })
 
-    async def unit(self, calls: list[JudgeCall], *, shared: bool) -> list[Outcome]:
+    async def unit(
+        self, calls: list[JudgeCall], *, shared: bool,
+        on_outcomes: Callable[[list[Outcome]], None] | None = None,
+    ) -> list[Outcome]:
         """Judge ``calls``, the passages that go to the transport's batch call together:
         one passage, or all of a query's for a transport whose batch is one request
-        (``shared``: a failure of that request fails each of them, named).
+        (``shared``: a failure of that request fails each passage it had not judged yet,
+        named).
 
         A passage that cannot be sent fails alone and a cached one is not sent; the rest
         hold one slot of the concurrency bound. Each HTTP step retries on its own (the
         transports' ``Sdk``); what still fails comes back as a :class:`JudgmentError`
         naming the passage, in place.
+
+        ``on_outcomes`` is called with outcomes as soon as they are known: the cached ones
+        and those that cannot be sent at once, each judgment the transport delivers early
+        on its own (a verdict landing from ``/rerank``'s stream, which the transport asks
+        for only when someone listens), the rest together when the batch call returns.
         """
         outcomes: list[Outcome | None] = [None] * len(calls)
         keys = [""] * len(calls)
+
+        def report(found: list[tuple[int, Outcome]], *, put: bool = True) -> None:
+            for i, outcome in found:
+                if put and isinstance(outcome, Judgment) and self.cache is not None:
+                    self.cache.put(keys[i], outcome)
+                outcomes[i] = outcome
+            if found and on_outcomes is not None:
+                on_outcomes([outcome for _, outcome in found])
+
         todo: list[int] = []
+        known: list[tuple[int, Outcome]] = []
         for i, call in enumerate(calls):
             if (bad := _unencodable(call)) is not None:
-                outcomes[i] = bad  # that passage fails; the others are still sent
+                known.append((i, bad))  # that passage fails; the others are still sent
                 continue
             if self.cache is not None:
                 keys[i] = self.key(call)
-            outcomes[i] = self.cached(call, keys[i])
-            if outcomes[i] is None:
+            hit = self.cached(call, keys[i])
+            if hit is None:
                 todo.append(i)
+            else:
+                known.append((i, hit))
+        report(known, put=False)
         if todo:
             batch = [calls[i] for i in todo]
+            where = {calls[i].index: i for i in todo}
+
+            def landed(judgments: list[Judgment]) -> None:
+                report([(where[j.index], j) for j in judgments
+                        if outcomes[where[j.index]] is None])
+
             judged: Sequence[Outcome]
             async with self.session.semaphore():
                 try:
-                    judged = await self._judge(batch)
+                    judged = await self._judge(batch, landed if on_outcomes is not None else None)
                 except JudgmentError as exc:
                     judged = (
                         [JudgmentError(c.index, str(exc.__cause__ or exc)) for c in batch]
                         if shared else [exc]
                     )
-            for i, judgment in zip(todo, judged, strict=True):
-                outcomes[i] = judgment
-                if isinstance(judgment, Judgment) and self.cache is not None:
-                    self.cache.put(keys[i], judgment)
+            # what did not land from a stream already
+            report([(i, o) for i, o in zip(todo, judged, strict=True) if outcomes[i] is None])
         return [outcome for outcome in outcomes if outcome is not None]
 
-    async def _judge(self, calls: list[JudgeCall]) -> list[Judgment]:
-        """One try: fit ``calls`` to the server, then judge them with one batch call; a
-        failure becomes a :class:`JudgmentError` naming the first passage."""
+    async def _judge(
+        self, calls: list[JudgeCall],
+        on_judgments: Callable[[list[Judgment]], None] | None = None,
+    ) -> list[Judgment]:
+        """One try: fit ``calls`` to the server, then judge them with one batch call
+        (``on_judgments``: see :meth:`~.transports.Transport.judge_batch`); a failure
+        becomes a :class:`JudgmentError` naming the first passage."""
         transport = self.transport
         try:
-            return await transport.judge_batch([await transport.fit(call) for call in calls])
+            fitted = [await transport.fit(call) for call in calls]
+            if on_judgments is None:
+                return await transport.judge_batch(fitted)
+            return await transport.judge_batch(fitted, on_judgments)
         except JudgmentError:
             raise
         except Exception as exc:

@@ -155,13 +155,31 @@ class Scheduler:
                 task.cancel()  # a cancelled request closes its connection
             ready.put_nowait(job)  # wakes the reader at once
 
+        def landed(job: Job, judged: list[Outcome]) -> None:
+            """Outcomes of ``job`` are in (a unit's, or one verdict of a stream): report
+            them; count them towards the early exit, before their worker starts another."""
+            ready.put_nowait((job, judged))
+            if job.stop_after is None:
+                return
+            job.relevant += sum(
+                1 for j in judged
+                if isinstance(j, Judgment) and j.score is not None and j.score >= job.threshold
+            )
+            if job.relevant >= job.stop_after:
+                halt(job, NotJudged(-1, (
+                    f"not judged: stopped early after {job.relevant} relevant "
+                    f"judgment(s) (stop_after_relevant={job.stop_after})"
+                ), JudgmentState.STOPPED_EARLY))
+
         async def worker() -> None:
             for job, unit in todo:  # a shared iterator: each unit goes to one worker
                 if job.halted is not None:
                     continue
                 # the task inherits both: retries see the deadline, requests the span
                 with deadline_scope(job.deadline_at), job.record.current():
-                    task = asyncio.ensure_future(self.judging.unit(unit, shared=job.shared))
+                    task = asyncio.ensure_future(self.judging.unit(
+                        unit, shared=job.shared, on_outcomes=functools.partial(landed, job),
+                    ))
                 job.inflight.add(task)
                 try:
                     await asyncio.wait([task])
@@ -173,19 +191,6 @@ class Scheduler:
                     continue
                 if (exc := task.exception()) is not None:  # not a judgment failure: a bug
                     raise exc
-                judged = task.result()
-                ready.put_nowait((job, judged))
-                if job.stop_after is not None:  # here, before this worker starts another
-                    job.relevant += sum(
-                        1 for j in judged
-                        if isinstance(j, Judgment) and j.score is not None
-                        and j.score >= job.threshold
-                    )
-                    if job.relevant >= job.stop_after:
-                        halt(job, NotJudged(-1, (
-                            f"not judged: stopped early after {job.relevant} relevant "
-                            f"judgment(s) (stop_after_relevant={job.stop_after})"
-                        ), JudgmentState.STOPPED_EARLY))
 
         timers = [
             loop.call_later(max(job.deadline_at - time.monotonic(), 0.0), functools.partial(

@@ -63,7 +63,7 @@ class OneRequest(BatchTransport):
         (judgment,) = await self.judge_batch([c])
         return judgment
 
-    async def judge_batch(self, calls: Sequence[JudgeCall]) -> list[Judgment]:
+    async def judge_batch(self, calls: Sequence[JudgeCall], on_judgments=None) -> list[Judgment]:
         self.batches.append([c.index for c in calls])
         if self.fail:
             raise ConnectionError("the server went away")

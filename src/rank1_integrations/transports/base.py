@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
@@ -92,10 +92,16 @@ class Transport(ABC):
         completions transport asks the server; others send it as is)."""
         return call
 
-    async def judge_batch(self, calls: Sequence[JudgeCall]) -> list[Judgment]:
+    async def judge_batch(
+        self, calls: Sequence[JudgeCall],
+        on_judgments: Callable[[list[Judgment]], None] | None = None,
+    ) -> list[Judgment]:
         """Judge ``calls`` (all for one query); one judgment per call, in order.
 
-        By default a gather of :meth:`judge` (see :func:`gather_or_cancel`)."""
+        ``on_judgments``: a transport that can (``/rerank``'s stream) hands it the
+        judgments as they land (each verdict of a stream alone), before returning; the
+        caller reports the rest from the returned list. By default a gather of
+        :meth:`judge` (see :func:`gather_or_cancel`), which reports nothing early."""
         return await gather_or_cancel([self.judge(call) for call in calls])
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
@@ -108,5 +114,9 @@ class BatchTransport(Transport):
     one_request: ClassVar[bool] = True
 
     @abstractmethod
-    async def judge_batch(self, calls: Sequence[JudgeCall]) -> list[Judgment]:
-        """Judge ``calls`` (all for one query); return one judgment per call, in order."""
+    async def judge_batch(
+        self, calls: Sequence[JudgeCall],
+        on_judgments: Callable[[list[Judgment]], None] | None = None,
+    ) -> list[Judgment]:
+        """Judge ``calls`` (all for one query); return one judgment per call, in order
+        (``on_judgments``: see :meth:`Transport.judge_batch`)."""

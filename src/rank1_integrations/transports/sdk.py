@@ -28,6 +28,11 @@ connection back in its pool, and the next request on it fails to write its body 
 not write request body", an ``APITimeoutError``). Asked for ``close``, the server says so
 in the response and no stack reuses the connection (which the server would close anyway).
 
+:meth:`Sdk.events` reads a response of Server-Sent Events (rank1-server's ``/rerank``
+with ``stream``) one event at a time, through the SDK's own SSE decoder: the caller sees
+each event as it arrives, and leaving early closes the response (the server then frees
+what the request held).
+
 Every HTTP request sent (``/completions``, ``/chat/completions``, a ``post`` path and the
 probes: ``/v1/models``, ``/props``, ``/tokenize``) is counted in the :class:`RequestCount`
 of the running judgment, if any (see :func:`counting_requests`): a transport opens one per
@@ -42,7 +47,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
@@ -165,6 +170,10 @@ def token_estimate(body: Mapping[str, Any]) -> int:
     if "documents" in body:  # /rerank: every document reasons, then answers
         generated = ((body.get("max_reasoning_tokens") or 0) + 1) * len(body["documents"])
     return size + int(generated)
+
+
+def _is_event_stream(headers: Mapping[str, str]) -> bool:
+    return headers.get("content-type", "").split(";")[0].strip() == "text/event-stream"
 
 
 def _json_object(data: Any, path: str) -> Any:
@@ -304,6 +313,63 @@ class Sdk:
                 f"the 200 response to {path} is not valid JSON: {exc}"
             ) from exc
         return _json_object(data, path)
+
+    async def events(self, path: str, body: dict[str, Any]) -> AsyncGenerator[Any, None]:
+        """``POST`` ``body`` to ``path``, a path that answers Server-Sent Events: each
+        event's data (decoded JSON) as it arrives. One try, counted, after the rate budgets
+        (the caller runs it under :attr:`retry`, and may resend only what is missing).
+
+        A host that answers plain JSON instead (one that ignores ``stream``) yields that
+        JSON as its one item. An ``error`` event raises
+        :class:`~rank1_integrations.errors.BadResponseError` (retried like a 5xx); a broken
+        connection the SDK's ``APIConnectionError``. Close the generator when leaving early
+        (``contextlib.aclosing``): that closes the response at once::
+
+            async with contextlib.aclosing(sdk.events("/rerank", body)) as events:
+                async for data in events:
+                    ...
+        """
+        await self.session.acquire(lambda: token_estimate(body))
+        client = self._get_client()
+        options: Any = {"headers": STREAM_HEADERS}
+        _count_request()
+        try:
+            if isinstance(client, openai.AsyncOpenAI):
+                stream = await client.post(
+                    path, body=body, cast_to=object, options=options, stream=True,
+                    stream_cls=openai.AsyncStream[object],
+                )
+                async with stream:
+                    if not _is_event_stream(stream.response.headers):
+                        raw = await stream.response.aread()
+                        yield _json_object(raw.decode("utf-8", "replace"), path)
+                        return
+                    async for data in stream:
+                        yield data
+                return
+            sync_stream = await self._in_thread(
+                client.post, path, body=body, cast_to=object, options=options, stream=True,
+                stream_cls=openai.Stream[object],
+            )
+            try:
+                if not _is_event_stream(sync_stream.response.headers):
+                    raw = await self._in_thread(sync_stream.response.read)
+                    yield _json_object(raw.decode("utf-8", "replace"), path)
+                    return
+                items = iter(sync_stream)
+                end = object()
+                while (data := await self._in_thread(next, items, end)) is not end:
+                    yield data
+            finally:
+                await self._in_thread(sync_stream.close)
+        except json.JSONDecodeError as exc:
+            raise BadResponseError(f"an event of {path} is not valid JSON: {exc}") from exc
+        except openai.APIError as exc:
+            if isinstance(exc, (openai.APIStatusError, openai.APIConnectionError)):
+                raise
+            raise BadResponseError(  # the server's ``error`` event
+                f"the stream of {path} ended with an error: {exc.message}"
+            ) from exc
 
     async def get(self, path: str) -> Any:
         """``GET`` a path under the base URL (e.g. ``/models``), or an absolute URL; the
