@@ -20,6 +20,8 @@ import httpx
 import pytest
 from rank1_server.testing import running_server
 
+from rank1_integrations import Rank1Client
+
 from .rerank_support import EXPECTED, KEY, NO_RETRY, ORDER, QUERY, TEXTS
 
 
@@ -241,3 +243,22 @@ def test_upstream_killed_mid_request_is_a_502_naming_it(smollm2_path: Path,
             assert isinstance(r, httpx.Response) and r.status_code == 502, r
             assert up in r.json()["message"] and r.json()["code"] == "upstream_error"
             assert float(outcome["seconds"]) < 60  # type: ignore[arg-type]
+
+
+async def test_rank1_client_rerank_mode_through_the_gateway(
+    gateway: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The gateway serves no stream (400, ``param: stream``): ``Rank1Client(mode="rerank")``
+    asks it for whole answers from then on, with one warning, and judges as before."""
+    client = Rank1Client(f"{gateway}/v1", api_key=KEY, model="rank1-demo", mode="rerank",
+                         max_reasoning_tokens=64, cache=None, **NO_RETRY)
+    async with client:
+        got = [j async for j in client.arerank_iter(QUERY, TEXTS)]
+        assert client.transport.streams is False  # type: ignore[attr-defined]
+        ranked = await client.arerank(QUERY, TEXTS)
+    assert caplog.text.count('refuses "stream"') == 1
+    assert sorted(j.index for j in got) == list(range(len(TEXTS)))
+    assert all(j.error is None and j.score is not None for j in got + ranked)
+    assert [j.index for j in ranked] == list(ORDER)
+    assert [j.score for j in sorted(got, key=lambda j: j.index)] == pytest.approx(
+        EXPECTED, abs=2e-3)
