@@ -158,7 +158,6 @@ async def test_arerank_iter_one_request_in_stream_order_equal_to_the_whole_answe
     async with teed_client(server.base_url, server.budget, concurrency=2) as (client, tee):
         got = [j async for j in client.arerank_iter(QUERY, passages)]
         assert rerank_requests(root) - before == 1  # one request for the whole call
-        assert [e["type"] for e in tee.events()][-1] == "done"
         # yielded in the order the stream delivered the verdicts
         assert [j.index for j in got] == tee.result_order()
         assert sorted(j.index for j in got) == list(range(len(passages)))
@@ -275,3 +274,60 @@ async def test_llama_index_verdict_events_arrive_as_the_stream_delivers(slow_ser
     assert len(out) == 3 and len(handler.seen) == 3
     assert handler.seen[0][1] - start < len(SLOW_DOCS)
     assert handler.seen[-1][1] - start == len(SLOW_DOCS)
+
+
+# ---------------------------------------------------------------- budgets and sync clients
+
+
+async def test_stop_after_relevant_closes_the_stream(slow_server: str) -> None:
+    """Every verdict counts as relevant (threshold 0): after the first, the stream is
+    closed, the server cancels the rest, and they come back not judged."""
+    root = slow_server.removesuffix("/v1")
+    cancelled = metric(root, "rank1_cancelled_requests_total")
+    before = rerank_requests(root)
+    async with teed_client(slow_server, SLOW_BUDGET) as (client, _):
+        got = await client.ajudge_all(QUERY, SLOW_DOCS * 2, stop_after_relevant=1,
+                                      relevant_threshold=0.0)
+    assert [j.state.value for j in got] == ["judged"] + ["stopped_early"] * 5
+    assert rerank_requests(root) - before == 1
+    await wait_for(root, "rank1_busy_slots", 0, timeout=5.0)
+    assert metric(root, "rank1_cancelled_requests_total") > cancelled
+
+
+async def test_a_deadline_keeps_the_verdicts_that_landed(slow_server: str) -> None:
+    """Verdicts streamed before the deadline are kept (a whole answer would have lost
+    them all); the rest come back not judged, and the server stops."""
+    async with teed_client(slow_server, SLOW_BUDGET) as (client, _):
+        got = await client.ajudge_all(QUERY, SLOW_DOCS * 4, deadline=1.5)
+    states = [j.state.value for j in got]
+    judged = states.count("judged")
+    assert judged >= 1 and states == ["judged"] * judged + ["deadline"] * (len(got) - judged)
+    assert all(j.score is not None for j in got[:judged])
+    await wait_for(slow_server.removesuffix("/v1"), "rank1_busy_slots", 0, timeout=5.0)
+
+
+def test_a_sync_injected_client_streams_too(start_server) -> None:
+    """An injected ``httpx.Client`` (the SDK's sync client, its calls in worker threads):
+    the same single streamed request and the same judgments."""
+    server = start_server("rank1-server", "demo")
+    root = server.base_url.removesuffix("/v1")
+    passages = _passages()
+    seen: list[int] = []
+    kinds: list[str] = []
+
+    def kind(response: httpx.Response) -> None:
+        if response.url.path.endswith("/rerank"):
+            kinds.append(response.headers["content-type"].split(";")[0])
+
+    with httpx.Client(timeout=120, event_hooks={"response": [kind]}) as http:
+        client = Rank1Client(server.base_url, model=MODEL_NAME, mode="rerank",
+                             max_reasoning_tokens=server.budget, cache=None, client=http)
+        before = rerank_requests(root)
+        got = client.judge_all(QUERY, passages, on_judgment=lambda j: seen.append(j.index))
+        assert rerank_requests(root) - before == 1
+        client.transport.streams = False  # type: ignore[attr-defined]
+        plain = client.judge_all(QUERY, passages)
+        client.close()
+    assert sorted(seen) == list(range(len(passages)))
+    assert kinds == ["text/event-stream", "application/json"]
+    _same(got, plain)
