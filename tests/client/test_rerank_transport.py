@@ -75,3 +75,50 @@ async def test_queue_full_is_retried(respx_mock: respx.MockRouter) -> None:
         "results": [result(0, 0.8)]})])
     (j,) = await client(max_retries=2).arerank("q", ["p"])
     assert route.call_count == 2 and j.score == 0.8
+
+
+def sse(*events: dict) -> httpx.Response:
+    body = "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events)
+    return httpx.Response(200, headers={"content-type": "text/event-stream"},
+                          content=body.encode())
+
+
+def streamed(index: int, score: float) -> dict:
+    return {"type": "result", "result": result(index, score)}
+
+
+DONE = {"type": "done", "id": "r", "model": "m", "ranking": [], "usage": {}}
+
+
+@respx.mock
+async def test_a_stream_cut_short_resends_only_the_missing_documents(
+    respx_mock: respx.MockRouter,
+) -> None:
+    route = respx_mock.post(URL).mock(side_effect=[
+        sse({"type": "reasoning", "index": 1, "delta": "hm"}, streamed(1, 0.9)),  # no done
+        sse(streamed(1, 0.3), streamed(0, 0.2), DONE),
+    ])
+    landed: list[int] = []
+    judgments = await client(max_retries=2).ajudge_all(
+        "q", ["a", "b", "c"], on_judgment=lambda j: landed.append(j.index))
+    assert route.call_count == 2
+    assert [json.loads(c.request.content)["documents"] for c in route.calls] == [
+        ["a", "b", "c"], ["a", "c"]]
+    assert all(json.loads(c.request.content)["stream"] is True for c in route.calls)
+    assert landed == [1, 2, 0]  # as they arrived; the second request's 1 is input 2
+    assert [j.score for j in judgments] == [0.2, 0.9, 0.3]
+    assert sum(j.requests for j in judgments) == 2
+
+
+@respx.mock
+async def test_an_error_event_is_retried_then_names_the_passages(
+    respx_mock: respx.MockRouter,
+) -> None:
+    error = {"type": "error", "error": {"message": "engine failed", "type": "server_error",
+                                        "param": None, "code": None}}
+    route = respx_mock.post(URL).mock(side_effect=[
+        sse(streamed(0, 0.8), error), sse(error)])
+    kept = await client(max_retries=1, on_error="keep").ajudge_all("q", ["a", "b"])
+    assert route.call_count == 2
+    assert kept[0].score == 0.8 and kept[1].score is None
+    assert "engine failed" in (kept[1].error or "")
