@@ -117,6 +117,8 @@ class RerankTransport(BatchTransport):
                     raise BadResponseError(f"a /rerank result event names document "
                                            f"{result.index}, not one of the {len(pending)} sent")
                 landing.land([(pending[result.index], result)])
+                if len(landing.landed) == len(landing.calls):
+                    return  # ``done`` holds the ranking and usage: the client makes its own
         raise BadResponseError("the /rerank stream ended before its done event")
 
     def _body(self, calls: Sequence[JudgeCall], *, stream: bool = False) -> dict[str, Any]:
