@@ -312,7 +312,8 @@ class Rank1Client:
         (:meth:`arerank` gives them best first).
 
         ``on_judgment`` is called with each judgment as it completes (failed ones under
-        ``"keep"`` and passages left unjudged included), e.g. to drive a progress bar.
+        ``"keep"`` and passages left unjudged included), e.g. to drive a progress bar;
+        with ``mode="rerank"`` as each verdict arrives on rank1-server's stream.
         ``options`` (:class:`~._inputs.CallOptions`): ``on_error``, and ``instruction``
         and ``max_reasoning_tokens`` for this call (``None``: the client's), and budgets
         (see the README's "Interactive budgets"):
@@ -360,7 +361,10 @@ class Rank1Client:
 
         Under ``"raise"`` the first failure raises from the iterator, under ``"keep"`` it
         is yielded (no score, ``error``), under ``"drop"`` skipped. Leaving the loop early
-        cancels what is still in flight (at once with ``contextlib.aclosing``)::
+        cancels what is still in flight (at once with ``contextlib.aclosing``). With
+        ``mode="rerank"`` (rank1-server) the call is one streamed request: each judgment
+        is yielded as the server's ``result`` event for it arrives, and closing the
+        stream frees the server's slots::
 
             async for judgment in client.arerank_iter(query, passages):
                 print(judgment.index, judgment.score)
