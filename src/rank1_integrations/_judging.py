@@ -99,7 +99,7 @@ class Judging:
 
     async def unit(
         self, calls: list[JudgeCall], *, shared: bool,
-        on_outcomes: Callable[[list[Outcome]], None] | None = None,
+        on_outcomes: Callable[[list[Outcome]], None] | None = None, early: bool = False,
     ) -> list[Outcome]:
         """Judge ``calls``, the passages that go to the transport's batch call together:
         one passage, or all of a query's for a transport whose batch is one request
@@ -112,9 +112,10 @@ class Judging:
         naming the passage, in place.
 
         ``on_outcomes`` is called with outcomes as soon as they are known: the cached ones
-        and those that cannot be sent at once, each judgment the transport delivers early
-        on its own (a verdict landing from ``/rerank``'s stream, which the transport asks
-        for only when someone listens), the rest together when the batch call returns.
+        and those that cannot be sent at once, the rest together when the batch call
+        returns; with ``early``, each judgment the transport hands on as it lands (a
+        verdict from ``/rerank``'s stream, which the transport asks for only then) on its
+        own.
         """
         outcomes: list[Outcome | None] = [None] * len(calls)
         keys = [""] * len(calls)
@@ -152,7 +153,7 @@ class Judging:
             judged: Sequence[Outcome]
             async with self.session.semaphore():
                 try:
-                    judged = await self._judge(batch, landed if on_outcomes is not None else None)
+                    judged = await self._judge(batch, landed if early else None)
                 except JudgmentError as exc:
                     judged = (
                         [JudgmentError(c.index, str(exc.__cause__ or exc)) for c in batch]

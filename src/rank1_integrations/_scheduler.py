@@ -77,6 +77,10 @@ class Job:
     deadline_at: float | None
     stop_after: int | None
     threshold: float
+    #: Someone acts on each verdict as it lands (an iterator, a callback, a budget): the
+    #: transport then hands them on one by one where it can (rank1-server's stream), at
+    #: some client CPU per event; else a shared request's verdicts come together.
+    early: bool = False
     #: The query's span (its own, or its call's).
     record: CallRecord = field(default_factory=CallRecord)
     outcomes: list[Outcome | NotJudged | None] = field(default_factory=list)
@@ -111,9 +115,13 @@ class Scheduler:
     def __init__(self, judging: Judging) -> None:
         self.judging = judging
 
-    def plan(self, call: CallInput, records: Sequence[CallRecord] | None = None) -> list[Job]:
+    def plan(
+        self, call: CallInput, records: Sequence[CallRecord] | None = None, *,
+        early: bool = False,
+    ) -> list[Job]:
         """One :class:`Job` per request of ``call`` (already checked); a deadline counts
-        from now, the same for every query. ``records``: each query's span."""
+        from now, the same for every query. ``records``: each query's span. ``early``: the
+        caller acts on each verdict as it lands (:attr:`Job.early`; so do budgets)."""
         at = None if call.deadline is None else time.monotonic() + call.deadline
         jobs = []
         for n, (query, passages) in enumerate(call.requests):
@@ -125,6 +133,7 @@ class Scheduler:
                 shared=self.judging.transport.one_request, deadline=call.deadline,
                 deadline_at=at, stop_after=call.stop_after_relevant,
                 threshold=call.relevant_threshold,
+                early=early or call.deadline is not None or call.stop_after_relevant is not None,
             )
             if records is not None:
                 job.record = records[n]
@@ -179,6 +188,7 @@ class Scheduler:
                 with deadline_scope(job.deadline_at), job.record.current():
                     task = asyncio.ensure_future(self.judging.unit(
                         unit, shared=job.shared, on_outcomes=functools.partial(landed, job),
+                        early=job.early,
                     ))
                 job.inflight.add(task)
                 try:

@@ -245,8 +245,10 @@ class Rank1Client:
         settings = self.settings
         return await with_retries(step, settings.max_retries, backoff=settings.retry_backoff)
 
-    def _plan(self, call: CallInput) -> tuple[list[Job], OnError]:
-        return self.scheduler.plan(call), call.on_error or self.settings.on_error
+    def _plan(self, call: CallInput, *, early: bool) -> tuple[list[Job], OnError]:
+        """``call``'s jobs and error policy; ``early``: the caller acts on each verdict
+        as it lands (then rank1-server's ``/rerank`` is streamed)."""
+        return self.scheduler.plan(call, early=early), call.on_error or self.settings.on_error
 
     # ------------------------------------------------------------------ public API
 
@@ -331,7 +333,7 @@ class Rank1Client:
         Passages left unjudged are kept whatever ``on_error`` says: they did not fail.
         """
         call = CallInput.of([(query, passages)], **options)
-        jobs, policy = self._plan(call)
+        jobs, policy = self._plan(call, early=on_judgment is not None)
         if not jobs[0].calls:
             return []
         out: list[Judgment] = []
@@ -370,7 +372,7 @@ class Rank1Client:
                 print(judgment.index, judgment.score)
         """
         call = CallInput.of([(query, passages)], **options)
-        jobs, policy = self._plan(call)
+        jobs, policy = self._plan(call, early=True)
         if not jobs[0].calls:
             return
         # not current: a generator must not leave its span on its consumer's context
@@ -414,7 +416,7 @@ class Rank1Client:
         One span ``rank1.rerank_many`` per call, with a child ``rank1.rerank`` per query.
         """
         call = CallInput.of(requests, **options)
-        jobs, policy = self._plan(call)
+        jobs, policy = self._plan(call, early=on_judgment is not None)
         out: list[list[Judgment]] = [[] for _ in jobs]
         if not any(job.calls for job in jobs):
             return out

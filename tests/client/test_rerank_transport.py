@@ -28,6 +28,27 @@ def client(**kwargs) -> Rank1Client:
 
 
 @respx.mock
+async def test_streamed_only_when_someone_acts_on_each_verdict(
+    respx_mock: respx.MockRouter,
+) -> None:
+    """A plain call asks for the whole answer (reading a stream costs client CPU per
+    reasoning event, for nothing); an iterator, a callback or a budget asks for the
+    stream."""
+    route = respx_mock.post(URL).mock(return_value=httpx.Response(200, json={
+        "results": [result(0, 0.9)]}))
+    c = client()
+    await c.arerank("q", ["a"])
+    await c.ajudge_many([("q", ["a"])])
+    await c.arerank("q", ["a"], on_judgment=lambda j: None)
+    [j async for j in c.arerank_iter("q", ["a"])]
+    await c.arerank("q", ["a"], deadline=60.0)
+    await c.arerank("q", ["a"], stop_after_relevant=1)
+    await c.ajudge_many([("q", ["a"])], on_judgment=lambda n, j: None)
+    assert [json.loads(call.request.content).get("stream") for call in route.calls] == [
+        None, None, True, True, True, True, True]
+
+
+@respx.mock
 async def test_one_request_per_query_in_input_order(respx_mock: respx.MockRouter) -> None:
     route = respx_mock.post(URL).mock(return_value=httpx.Response(200, json={
         "results": [result(1, 0.9, truncated=True), result(0, 0.2)]}))
@@ -61,8 +82,12 @@ async def test_a_missing_result_fails_that_call(respx_mock: respx.MockRouter) ->
         "results": [result(0, 0.6)]}))
     with pytest.raises(JudgmentError, match="no result for document 1"):
         await client(max_retries=0).arerank("q", ["a", "b"])
-    kept = await client(max_retries=0, on_error="keep").ajudge_all("q", ["a", "b"])
-    # the verdict that came stays (a fault in one passage never takes the others down)
+    kept = await client(max_retries=0, on_error="keep").arerank("q", ["a", "b"])
+    assert all(j.error and j.score is None for j in kept)
+    # reported as they land (streamed, or a JSON answer to a stream): the verdict that
+    # came stays (a fault in one passage never takes the others down)
+    kept = await client(max_retries=0, on_error="keep").ajudge_all(
+        "q", ["a", "b"], on_judgment=lambda j: None)
     assert kept[0].score == 0.6 and kept[0].error is None
     assert kept[1].error and kept[1].score is None
 
@@ -118,7 +143,8 @@ async def test_an_error_event_is_retried_then_names_the_passages(
                                         "param": None, "code": None}}
     route = respx_mock.post(URL).mock(side_effect=[
         sse(streamed(0, 0.8), error), sse(error)])
-    kept = await client(max_retries=1, on_error="keep").ajudge_all("q", ["a", "b"])
+    kept = await client(max_retries=1, on_error="keep").ajudge_all(
+        "q", ["a", "b"], on_judgment=lambda j: None)
     assert route.call_count == 2
     assert kept[0].score == 0.8 and kept[1].score is None
     assert "engine failed" in (kept[1].error or "")
