@@ -8,6 +8,9 @@ still reasoning. Each query (a :class:`Job`) has its budgets: when its ``deadlin
 passes or its ``stop_after_relevant`` relevant judgments are in, its requests in flight
 are cancelled, nothing more of it starts and each passage not reported yet comes back as
 :class:`NotJudged`, in input order. Closing an iterator early cancels what still runs.
+Outcomes are reported as they are known: a unit's together, or, for a job whose caller
+acts on each verdict (:attr:`Job.early`), each verdict of rank1-server's stream on its own
+(one request still judges the whole query).
 
 Usage (``rank1 eval``'s runner; the client's methods do the same)::
 

@@ -7,10 +7,11 @@ Jina/Cohere ones (``relevance_score``, ``index``): ``relevant``, ``reasoning``, 
 arrive already cut by the client; the server may cut them further to fit its context,
 and says so.
 
-When the caller listens for each verdict (``on_judgments``: the client's scheduler, so
-``arerank``, ``arerank_iter``, ``arerank_many``, ``rank1 eval``), the request asks for
-``"stream": true`` and each verdict is handed on as its ``result`` event arrives (the
-same result object as the non-streamed answer's), still one request per query. A stream
+When the caller listens for each verdict (``on_judgments``: the client's scheduler passes
+it for a call that acts on each, i.e. ``arerank_iter``, an ``on_judgment`` callback, a
+deadline or ``stop_after_relevant``), the request asks for ``"stream": true`` and each
+verdict is handed on as its ``result`` event arrives (the same result object as the
+non-streamed answer's), still one request per query. A stream
 cut short is resent for the documents still missing only, under the retry policy. A
 server that refuses ``stream`` (rank1-server in gateway mode: 400, ``param: stream``) is
 asked without it from then on; one that ignores it answers JSON, read as usual.
@@ -73,8 +74,8 @@ class RerankTransport(BatchTransport):
                 first.query, first.instruction, first.max_reasoning_tokens
             ):
                 raise ValueError("one /rerank request holds the passages of a single query")
-        landing = _Landing(calls, on_judgments)
-        with counting_requests() as landing.count:
+        with counting_requests() as count:
+            landing = _Landing(calls, on_judgments, count)
             if on_judgments is not None and self.streams:
                 try:
                     await self.sdk.retry(lambda: self._stream(landing))
@@ -145,12 +146,13 @@ class _Landing:
 
     def __init__(
         self, calls: Sequence[JudgeCall], on_judgments: Callable[[list[Judgment]], None] | None,
+        count: RequestCount,
     ) -> None:
         self.calls = calls
         self.on_judgments = on_judgments
         self.landed: dict[int, Judgment] = {}  # by ``call.index``
-        self.count = RequestCount()
-        self.counted = 0
+        self.count = count  # the requests sent so far
+        self.counted = 0  # of which counted on a judgment
 
     def pending(self) -> list[JudgeCall]:
         return [c for c in self.calls if c.index not in self.landed]
