@@ -192,8 +192,7 @@ async def test_leaving_arerank_iter_early_frees_the_slots(slow_server: str) -> N
         async with contextlib.aclosing(client.arerank_iter(QUERY, docs)) as judgments:
             async for first in judgments:
                 assert first.index == 0
-                assert metric(root, "rank1_busy_slots") == 1  # the next one reasons
-                break
+                break  # the next documents are reasoning or queued
         await wait_for(root, "rank1_busy_slots", 0, timeout=5.0)
         await wait_for(root, "rank1_queue_depth", 0, timeout=5.0)
         assert metric(root, "rank1_cancelled_requests_total") > cancelled
