@@ -2,7 +2,8 @@
 
 * vLLM ``/v1/completions`` (built on the recorded vLLM 0.32.0 responses in ``recorded/``,
   with the tokens and logprobs a test needs): text without the stop string, the
-  stop-string tokens kept in ``tokens``/``top_logprobs``, ``stop_reason`` = the matched stop string, -9999.0 for -inf.
+  stop-string tokens kept in ``tokens``/``top_logprobs``, ``stop_reason`` = the matched stop
+  string, -9999.0 for -inf.
 * llama-cpp-python: the same legacy shape, keys collapsed by string, no ``stop_reason``.
 * llama.cpp ``llama-server`` (shapes as captured from the real binary, llama-cpp-python
   0.3.36's vendored llama.cpp): chat-style ``logprobs.content`` with ids; non-streaming
