@@ -139,7 +139,7 @@ def test_a_prompt_over_the_context_names_the_numbers(vllm_url: str) -> None:
         c.judge(QUERY, passage)
 
 
-@pytest.mark.parametrize("kind", ["rank1-server", "llama-server"])
+@pytest.mark.parametrize("kind", ["rank1-server", "llama-server", "llama-cpp-python"])
 def test_vllm_agrees_with_the_llama_cpp_servers_on_the_same_weights(
     vllm_url: str, start_server, kind: str
 ) -> None:
