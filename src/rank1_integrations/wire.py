@@ -4,7 +4,8 @@ vLLM) and ``/v2/rerank`` (Cohere v2).
 
 The shape is Jina's / Cohere v2's (``query``, ``documents``, ``top_n``,
 ``return_documents``; results with ``index`` and ``relevance_score``) plus rank1's own
-options (``instruction``, ``max_reasoning_tokens``) and result fields (``relevant``,
+options (``instruction``, ``max_reasoning_tokens``, and rank1-server's per-request
+``deadline`` and ``on_error``) and result fields (``relevant``,
 ``reasoning``, ``source``, ``score_estimated``, ``truncated``, ``reasoning_tokens``,
 ``prompt_tokens``, ``reasoning_budget``). Unknown fields are ignored, as vLLM does.
 
