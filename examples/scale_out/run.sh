@@ -8,8 +8,8 @@
 #   RANK1_VLLM_PYTHON=/path/to/vllm-venv/bin/python bash examples/scale_out/run.sh
 #
 # Environment: RANK1_VLLM_PYTHON (a Python with vLLM; scripts/install_vllm.sh makes one),
-# VLLM_ROUTER (the vllm-router command; default: vllm-router on PATH; `pip install
-# vllm-router`), PYTHON (with rank1-server and langchain-cohere; default .venv/bin/python),
+# VLLM_ROUTER (the vllm-router command, `pip install vllm-router==0.1.17`; default: the
+# one beside $PYTHON, else on PATH), PYTHON (with rank1-server and langchain-cohere; default .venv/bin/python),
 # MODEL (a Hugging Face model directory; default: the demo model, built by
 # scripts/build_hf_demo_model.py), MAX_MODEL_LEN (default 512), QUERIES (default 6).
 set -euo pipefail
@@ -17,7 +17,8 @@ cd "$(dirname "$0")/../.."
 
 PYTHON=${PYTHON:-.venv/bin/python}
 VLLM_PYTHON=${RANK1_VLLM_PYTHON:?set RANK1_VLLM_PYTHON to a Python with vLLM (scripts/install_vllm.sh)}
-VLLM_ROUTER=${VLLM_ROUTER:-vllm-router}
+# vllm-router: beside $PYTHON (the test extra installs it), else on PATH
+VLLM_ROUTER=${VLLM_ROUTER:-$(command -v "$(dirname "$PYTHON")/vllm-router" || echo vllm-router)}
 MAX_MODEL_LEN=${MAX_MODEL_LEN:-512}
 QUERIES=${QUERIES:-6}
 MODEL=${MODEL:-$("$PYTHON" scripts/build_hf_demo_model.py | tail -n 1)}
