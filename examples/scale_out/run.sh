@@ -5,18 +5,23 @@
 # points at the gateway (pipeline.py). Prints the ranking, the requests each replica
 # served (its /metrics) and the wall time; then stops everything it started.
 #
-#   RANK1_VLLM_PYTHON=/path/to/vllm-venv/bin/python bash examples/scale_out/run.sh
+#   bash scripts/install_vllm.sh          # once: vLLM's CPU build in .venv-vllm
+#   bash examples/scale_out/run.sh
 #
-# Environment: RANK1_VLLM_PYTHON (a Python with vLLM; scripts/install_vllm.sh makes one),
+# Environment: RANK1_VLLM_PYTHON (a Python with vLLM; default .venv-vllm/bin/python),
 # VLLM_ROUTER (the vllm-router command, `pip install vllm-router==0.1.17`; default: the
-# one beside $PYTHON, else on PATH), PYTHON (with rank1-server and langchain-cohere; default .venv/bin/python),
-# MODEL (a Hugging Face model directory; default: the demo model, built by
+# one beside $PYTHON, else on PATH), PYTHON (with rank1-server and langchain-cohere;
+# default .venv/bin/python), MODEL (a Hugging Face model directory; default: the demo model, built by
 # scripts/build_hf_demo_model.py), MAX_MODEL_LEN (default 512), QUERIES (default 6).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 PYTHON=${PYTHON:-.venv/bin/python}
-VLLM_PYTHON=${RANK1_VLLM_PYTHON:?set RANK1_VLLM_PYTHON to a Python with vLLM (scripts/install_vllm.sh)}
+VLLM_PYTHON=${RANK1_VLLM_PYTHON:-.venv-vllm/bin/python}
+if [[ ! -x $VLLM_PYTHON ]]; then
+  echo "no vLLM Python at $VLLM_PYTHON: run scripts/install_vllm.sh or set RANK1_VLLM_PYTHON" >&2
+  exit 1
+fi
 # vllm-router: beside $PYTHON (the test extra installs it), else on PATH
 VLLM_ROUTER=${VLLM_ROUTER:-$(command -v "$(dirname "$PYTHON")/vllm-router" || echo vllm-router)}
 MAX_MODEL_LEN=${MAX_MODEL_LEN:-512}
