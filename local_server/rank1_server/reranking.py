@@ -136,7 +136,7 @@ async def rerank(
             query, docs, instruction=instruction, max_reasoning_tokens=budget,
             max_passage_tokens=max_passage_tokens,
         )))
-    except TimeoutError as exc:
+    except asyncio.TimeoutError as exc:  # wait_for's; the builtin TimeoutError from 3.11
         raise deadline_exceeded(deadline, len(docs)) from exc
     except (QueueFull, ValueError) as exc:  # NoRoom is a ValueError
         raise engine_refusal(exc) from exc
@@ -144,7 +144,8 @@ async def rerank(
 
 
 async def _within(deadline: float | None, work: Awaitable[T]) -> T:
-    """``await work``; past ``deadline`` seconds it is cancelled and TimeoutError raised."""
+    """``await work``; past ``deadline`` seconds it is cancelled and
+    :class:`asyncio.TimeoutError` raised."""
     if deadline is None:
         return await work
     return await asyncio.wait_for(work, deadline)
