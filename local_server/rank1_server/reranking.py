@@ -44,11 +44,9 @@ from .errors import ApiError, queue_full
 from .rank1 import Document, JudgeResult, NoRoom, Rank1Judge
 from .state import ServerState
 
-__all__ = ["Ranked", "deadline_exceeded", "engine_judge", "engine_refusal",
-           "rerank"]
+__all__ = ["Ranked", "deadline_exceeded", "engine_judge", "engine_refusal", "rerank"]
 
 T = TypeVar("T")
-
 
 
 @dataclass(frozen=True)
@@ -137,6 +135,7 @@ async def rerank(
             max_passage_tokens=max_passage_tokens,
         )))
     except asyncio.TimeoutError as exc:  # wait_for's; the builtin TimeoutError from 3.11
+        assert deadline is not None  # only wait_for raises it
         raise deadline_exceeded(deadline, len(docs)) from exc
     except (QueueFull, ValueError) as exc:  # NoRoom is a ValueError
         raise engine_refusal(exc) from exc
@@ -151,12 +150,12 @@ async def _within(deadline: float | None, work: Awaitable[T]) -> T:
     return await asyncio.wait_for(work, deadline)
 
 
-def deadline_exceeded(deadline: float | None, documents: int, judged: int | None = None
+def deadline_exceeded(deadline: float, documents: int, judged: int | None = None
                       ) -> ApiError:
     """The 504 for a request whose ``deadline`` passed before every document was judged
     (the work left was cancelled; no score stands in for a missing verdict)."""
     done = "" if judged is None else f" ({judged} of {documents} judged)"
-    return ApiError(504, f"the deadline of {deadline} s passed before the {documents} "
+    return ApiError(504, f"the deadline of {deadline:g} s passed before the {documents} "
                     f"documents were judged{done}; the rest was cancelled", type="timeout_error",
                     param="deadline", code="deadline_exceeded")
 
@@ -234,6 +233,7 @@ async def _through_upstream(
             deadline=deadline, on_deadline="raise",
         ))
     except DeadlineExceeded as exc:  # before Rank1Error: it is one
+        assert deadline is not None  # only a deadline raises it
         judged = sum(1 for j in exc.judgments if j.score is not None)
         raise deadline_exceeded(deadline, n, judged) from exc
     except (Rank1Error, openai.APIError) as exc:
