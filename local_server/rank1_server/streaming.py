@@ -102,6 +102,10 @@ async def stream_rerank(
         raise ApiError(400, "streaming is not served in gateway mode (--upstream): send "
                        "the request without \"stream\"", param="stream",
                        code="not_supported")
+    if body.deadline is not None:
+        raise ApiError(400, "a stream takes no \"deadline\": close the stream to stop it "
+                       "(its work is cancelled), or send the request without \"stream\"",
+                       param="deadline", code="not_supported")
     judge = engine_judge(state, docs)
     loop = asyncio.get_running_loop()
     # (index, piece) from the engine thread, (judgment, budget) per verdict, None: finished

@@ -4,7 +4,8 @@ vLLM) and ``/v2/rerank`` (Cohere v2).
 
 The shape is Jina's / Cohere v2's (``query``, ``documents``, ``top_n``,
 ``return_documents``; results with ``index`` and ``relevance_score``) plus rank1's own
-options (``instruction``, ``max_reasoning_tokens``) and result fields (``relevant``,
+options (``instruction``, ``max_reasoning_tokens``, and rank1-server's per-request
+``deadline`` and ``on_error``) and result fields (``relevant``,
 ``reasoning``, ``source``, ``score_estimated``, ``truncated``, ``reasoning_tokens``,
 ``prompt_tokens``, ``reasoning_budget``). Unknown fields are ignored, as vLLM does.
 
@@ -42,6 +43,8 @@ __all__ = [
     "CohereV2RerankResponse",
     "CohereV2RerankRequest",
     "RerankDocument",
+    "RerankDropped",
+    "RerankOnError",
     "RerankRequest",
     "RerankResponse",
     "RerankResult",
@@ -53,6 +56,11 @@ __all__ = [
     "parse_stream_event",
     "stream_event",
 ]
+
+
+#: A rerank request's ``on_error``: what rank1-server does with a document the upstream
+#: failed on (gateway mode): fail the request (``"raise"``) or leave it out (``"drop"``).
+RerankOnError = Literal["raise", "drop"]
 
 
 class _Wire(BaseModel):
@@ -78,6 +86,14 @@ class RerankRequest(_Wire):
     instruction: str | None = None
     #: Most tokens rank1 may spend reasoning per document (server default if omitted).
     max_reasoning_tokens: int | None = Field(default=None, ge=1)
+    #: rank1-server only: seconds for the whole request; documents not judged by then
+    #: make it answer 504 (their requests are cancelled; nothing is scored in their place).
+    #: None (the default) is left out of a dumped request.
+    deadline: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    #: rank1-server only: a document the upstream failed on (gateway mode) fails the
+    #: request (``"raise"``, the default: 502 naming the upstream error) or is left out of
+    #: the results and listed in the answer's ``dropped`` (``"drop"``).
+    on_error: RerankOnError | None = None
     #: rank1-server only: answer Server-Sent Events (:class:`RerankStreamReasoning`,
     #: :class:`RerankStreamResult`, then :class:`RerankStreamDone`) instead of one JSON.
     #: None (the default) is left out of a dumped request, so other hosts never see it.
@@ -182,6 +198,14 @@ class RerankResult(_Wire):
         )
 
 
+class RerankDropped(_Wire):
+    """A document left out of the results under ``on_error="drop"``: its input
+    ``index`` and the upstream's ``error`` (it has no score: none is invented)."""
+
+    index: int
+    error: str
+
+
 class RerankUsage(_Wire):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
@@ -198,6 +222,9 @@ class RerankResponse(_Wire):
     results: list[RerankResult]
     usage: RerankUsage | None = None
     meta: CohereMeta | None = None
+    #: Only under ``on_error="drop"`` when a document failed (the key is left out
+    #: otherwise): the documents left out of ``results``.
+    dropped: list[RerankDropped] | None = None
 
 
 # ---------------------------------------------------------------------------- Cohere
@@ -274,6 +301,9 @@ class CohereV2RerankRequest(_Wire):
     max_tokens_per_doc: int | None = Field(default=None, ge=1)
     instruction: str | None = None
     max_reasoning_tokens: int | None = Field(default=None, ge=1)
+    #: As :attr:`RerankRequest.deadline` and :attr:`RerankRequest.on_error`.
+    deadline: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    on_error: RerankOnError | None = None
 
     @field_validator("query")
     @classmethod
@@ -307,6 +337,8 @@ class CohereV2RerankResponse(_Wire):
     id: str
     results: list[RerankResult]
     meta: CohereMeta
+    #: As :attr:`RerankResponse.dropped` (an extra key Cohere's clients ignore).
+    dropped: list[RerankDropped] | None = None
 
 
 RerankResponse.model_rebuild()

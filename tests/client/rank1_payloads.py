@@ -1,25 +1,30 @@
 """Realistic server responses for the client tests, in each server's own shape.
 
-* vLLM ``/v1/completions``: text without the stop string, the stop-string tokens kept in
-  ``tokens``/``top_logprobs``, ``stop_reason`` = the matched stop string, -9999.0 for -inf.
+* vLLM ``/v1/completions`` (built on the recorded vLLM 0.32.0 responses in ``recorded/``,
+  with the tokens and logprobs a test needs): text without the stop string, the
+  stop-string tokens kept in ``tokens``/``top_logprobs``, ``stop_reason`` = the matched stop
+  string, -9999.0 for -inf.
 * llama-cpp-python: the same legacy shape, keys collapsed by string, no ``stop_reason``.
 * llama.cpp ``llama-server`` (shapes as captured from the real binary, llama-cpp-python
   0.3.36's vendored llama.cpp): chat-style ``logprobs.content`` with ids; non-streaming
   drops the stop-string tokens' entries (and more), streaming (SSE) keeps them with empty
   ``token`` text and no bytes (held back for the stop-string match).
-* vLLM chat completions with a reasoning parser.
+* vLLM chat completions with a reasoning parser (built on the recorded one).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 BASE_URL = "http://rank1.test/v1"
+RECORDED = Path(__file__).parent / "recorded"
 
 #: Qwen2.5 ids of ' true' / ' false', and the (inferred) id of '</think>' in rank1.
 TRUE_ID, FALSE_ID, THINK_END_ID = 830, 895, 151666
@@ -45,6 +50,19 @@ REASONING = ["The", " query", " asks", " about", " tides", ".", " The", " passag
              " true", " to", " it", "."]
 
 
+def _recorded_vllm(name: str, path: str, number: int = 0) -> dict[str, Any]:
+    """A fresh copy of the ``number``-th response body to ``path`` in the vLLM recording
+    ``recorded/<name>`` (vLLM 0.32.0, re-recorded by ``scripts/record_fixtures.sh vllm
+    vllm-reasoning``): the envelope every vLLM builder below fills in."""
+    bodies = [
+        exchange["response"]["body"]
+        for exchange in json.loads((RECORDED / name).read_text())["exchanges"]
+        if exchange["request"]["path"] == path
+    ]
+    body = bodies[number]
+    return copy.deepcopy(json.loads(body) if isinstance(body, str) else body)
+
+
 def vllm_completion(
     *,
     reasoning: list[str] | None = None,
@@ -54,8 +72,10 @@ def vllm_completion(
     stop_reason: str | None = "default",
     last_top: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """A vLLM completion. With ``answer`` the output stopped on ``</think>{answer}``; the
-    tokens of the stop string stay in ``tokens``/``top_logprobs`` though not in ``text``."""
+    """A vLLM completion: the recorded one (``vllm-demo-completions.json``) with these
+    tokens. With ``answer`` the output stopped on ``</think>{answer}``; the tokens of the
+    stop string stay in ``tokens``/``top_logprobs`` though not in ``text``, and
+    ``stop_reason`` is the matched stop string, as recorded."""
     reasoning = list(REASONING if reasoning is None else reasoning)
     tokens = list(reasoning)
     tops: list[dict[str, float]] = [{t: -0.05, " the": -3.1, ",": -4.0} for t in reasoning]
@@ -71,36 +91,32 @@ def vllm_completion(
         stop_reason = None
     if last_top is not None:
         tops[-1] = last_top
-    return {
-        "id": "cmpl-0b3c", "object": "text_completion", "created": 1764290000,
-        "model": "jhu-clsp/rank1-7b",
-        "choices": [{
-            "index": 0, "text": text, "finish_reason": finish, "stop_reason": stop_reason,
-            "prompt_logprobs": None,
-            "logprobs": {
-                "text_offset": list(range(len(tokens))),
-                "token_logprobs": [top.get(t, -0.05) for t, top in zip(tokens, tops, strict=True)],
-                "tokens": tokens,
-                "top_logprobs": tops,
-            },
-        }],
-        "usage": {"prompt_tokens": 61, "total_tokens": 61 + len(tokens),
-                  "completion_tokens": len(tokens)},
-    }
+    body = _recorded_vllm("vllm-demo-completions.json", "/v1/completions")
+    body["choices"][0].update({
+        "text": text, "finish_reason": finish, "stop_reason": stop_reason,
+        "logprobs": {
+            "text_offset": list(range(len(tokens))),
+            "token_logprobs": [top.get(t, -0.05) for t, top in zip(tokens, tops, strict=True)],
+            "tokens": tokens,
+            "top_logprobs": tops,
+        },
+    })
+    body["usage"].update(prompt_tokens=61, total_tokens=61 + len(tokens),
+                         completion_tokens=len(tokens))
+    return body
 
 
 def vllm_forced(top: dict[str, float], token: str = " true") -> dict[str, Any]:
-    """vLLM's answer to the one-token forced request."""
-    return {
-        "id": "cmpl-f0", "object": "text_completion", "created": 1764290001,
-        "model": "jhu-clsp/rank1-7b",
-        "choices": [{
-            "index": 0, "text": token, "finish_reason": "length", "stop_reason": None,
-            "logprobs": {"text_offset": [0], "token_logprobs": [top.get(token, -0.1)],
-                         "tokens": [token], "top_logprobs": [top]},
-        }],
-        "usage": {"prompt_tokens": 90, "total_tokens": 91, "completion_tokens": 1},
-    }
+    """vLLM's answer to the one-token forced request (the recorded one in
+    ``vllm-demo-completions-cut.json``, with this token and these logprobs)."""
+    body = _recorded_vllm("vllm-demo-completions-cut.json", "/v1/completions", 1)
+    body["choices"][0].update({
+        "text": token, "finish_reason": "length", "stop_reason": None,
+        "logprobs": {"text_offset": [0], "token_logprobs": [top.get(token, -0.1)],
+                     "tokens": [token], "top_logprobs": [top]},
+    })
+    body["usage"].update(prompt_tokens=90, total_tokens=91, completion_tokens=1)
+    return body
 
 
 def llama_cpp_python_completion(answer_top: dict[str, float]) -> dict[str, Any]:
@@ -236,8 +252,15 @@ def chat_reply(
     tokens: list[tuple[str, list[tuple[str, float]]]] | None = None,
     finish: str = "stop",
 ) -> dict[str, Any]:
-    """A chat completion (vLLM-style; ``reasoning`` or ``reasoning_content`` as asked)."""
-    message: dict[str, Any] = {"role": "assistant", "content": content, "tool_calls": []}
+    """A vLLM chat completion: the recorded one from a vLLM started with
+    ``--reasoning-parser deepseek_r1`` (``vllm-reasoning-demo-chat.json``) with this
+    content, chain (under ``reasoning``, or ``reasoning_content`` as older vLLMs and
+    llama-server name it) and logprobs."""
+    body = _recorded_vllm("vllm-reasoning-demo-chat.json", "/v1/chat/completions")
+    choice = body["choices"][0]
+    message = choice["message"]
+    message.pop("reasoning", None)
+    message["content"] = content
     if reasoning is not None:
         message[reasoning_key] = reasoning
     logprobs = None
@@ -248,13 +271,9 @@ def chat_reply(
                               for k, v in top]}
             for t, top in tokens
         ]}
-    return {
-        "id": "chatcmpl-9a", "object": "chat.completion", "created": 1764290005,
-        "model": "jhu-clsp/rank1-7b",
-        "choices": [{"index": 0, "message": message, "logprobs": logprobs,
-                     "finish_reason": finish, "stop_reason": None}],
-        "usage": {"prompt_tokens": 70, "total_tokens": 90, "completion_tokens": 20},
-    }
+    choice.update(logprobs=logprobs, finish_reason=finish, stop_reason=None)
+    body["usage"].update(prompt_tokens=70, total_tokens=90, completion_tokens=20)
+    return body
 
 
 def body_of(request: httpx.Request) -> dict[str, Any]:

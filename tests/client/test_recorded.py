@@ -1,6 +1,8 @@
 """The client on recorded responses of the real servers (tests/client/recorded/*.json,
 re-recorded by scripts/record_fixtures.sh from rank1-server, llama.cpp's llama-server and
-llama-cpp-python's server on the demo model and SmolLM2 Q4_1).
+llama-cpp-python's server on the demo model and SmolLM2 Q4_1, and from vLLM 0.32.0's CPU
+build on the demo model's Hugging Face copy: with and without a budget that cuts the chain
+(``-cut``), and chat behind ``--reasoning-parser deepseek_r1`` (``vllm-reasoning``)).
 
 Each recording replays offline: the client must send exactly the recorded requests and
 make the recorded judgments of the recorded answers."""
@@ -17,16 +19,18 @@ from rank1_integrations import Judgment, Rank1Client
 from rank1_integrations.testing.recording import ReplayTransport
 
 RECORDED = Path(__file__).parent / "recorded"
-EXPECTED = sorted(
-    f"{kind}-{model}-{mode}.json"
-    for kind, modes in {
-        "rank1-server": ("completions", "chat", "rerank"),
-        "llama-server": ("completions", "chat"),
-        "llama-cpp-python": ("completions", "chat"),
-    }.items()
-    for model in ("demo", "smollm2")
-    for mode in modes
-)
+EXPECTED = sorted([
+    *(f"{kind}-{model}-{mode}.json"
+      for kind, modes in {
+          "rank1-server": ("completions", "chat", "rerank"),
+          "llama-server": ("completions", "chat"),
+          "llama-cpp-python": ("completions", "chat"),
+      }.items()
+      for model in ("demo", "smollm2")
+      for mode in modes),
+    *(f"vllm-demo-{mode}.json" for mode in ("completions", "completions-cut", "chat", "chat-cut")),
+    "vllm-reasoning-demo-chat.json",
+])
 
 
 def _load(name: str) -> dict:
@@ -70,3 +74,33 @@ def test_llama_server_streams_the_answer_token_with_empty_text():
         for alt in e.get("top_logprobs") or [])]
     assert answers, "no streamed answer entry with empty token text in the recording"
     assert all(entry["bytes"] == [] for entry in answers)
+
+
+def _bodies(name: str, path: str) -> list[dict]:
+    return [json.loads(e["response"]["body"]) if isinstance(e["response"]["body"], str)
+            else e["response"]["body"]
+            for e in _load(name)["exchanges"] if e["request"]["path"] == path]
+
+
+def test_vllm_keeps_the_stop_strings_tokens_but_not_their_text():
+    """What the recordings show of vLLM (and ``rank1_payloads.vllm_completion`` builds on):
+    stopped on ``</think> true``, the text ends before the stop string, ``stop_reason`` is
+    the matched stop string, and its tokens stay in ``tokens``/``top_logprobs``."""
+    for body in _bodies("vllm-demo-completions.json", "/v1/completions"):
+        choice = body["choices"][0]
+        answer = choice["stop_reason"].removeprefix("</think>")
+        assert choice["stop_reason"] in ("</think> true", "</think> false")
+        assert "</think>" not in choice["text"]
+        assert choice["logprobs"]["tokens"][-2:] == ["</think>", answer]
+        assert answer in choice["logprobs"]["top_logprobs"][-1]
+
+
+def test_vllm_reasoning_parser_splits_the_chain_from_the_answer():
+    for body in _bodies("vllm-reasoning-demo-chat.json", "/v1/chat/completions"):
+        message = body["choices"][0]["message"]
+        assert message["content"] in (" true", " false")
+        assert message["reasoning"].strip().endswith("This settles it.")
+        tokens = [entry["token"] for entry in body["choices"][0]["logprobs"]["content"]]
+        # the logprobs cover both parts: the chain, </think>, the answer (then the EOS)
+        end = tokens.index("</think>")
+        assert tokens[end + 1] == message["content"]

@@ -139,7 +139,7 @@ def test_a_prompt_over_the_context_names_the_numbers(vllm_url: str) -> None:
         c.judge(QUERY, passage)
 
 
-@pytest.mark.parametrize("kind", ["rank1-server", "llama-server"])
+@pytest.mark.parametrize("kind", ["rank1-server", "llama-server", "llama-cpp-python"])
 def test_vllm_agrees_with_the_llama_cpp_servers_on_the_same_weights(
     vllm_url: str, start_server, kind: str
 ) -> None:
@@ -173,3 +173,100 @@ def test_rerank_gateway_in_front_of_vllm(vllm_url: str) -> None:
     assert [r.index for r in out.results] == [0, 1]
     for r in out.results:
         assert r.relevance_score == pytest.approx(direct_judgments[r.index].score, abs=SAME_SERVER)
+
+
+@pytest.fixture(scope="module")
+def vllm_reasoning_url() -> Iterator[str]:
+    """A second vLLM, started with ``--reasoning-parser deepseek_r1`` as rank1 hosts often
+    are: the chain comes back in ``message.reasoning``, the content holds the answer."""
+    with vllm_server(hf_demo_model(), name=NAME, max_model_len=2048,
+                     extra=("--reasoning-parser", "deepseek_r1")) as url:
+        yield url
+
+
+def test_chat_with_the_deepseek_r1_reasoning_parser(vllm_url: str, vllm_reasoning_url: str) -> None:
+    raw = httpx.post(f"{vllm_reasoning_url}/chat/completions", timeout=120, json={
+        "model": NAME, "max_tokens": 64, "temperature": 0,
+        "messages": [{"role": "user", "content": f"{QUERY}\n{PASSAGES[0]}"}]})
+    message = raw.json()["choices"][0]["message"]
+    assert message.get("reasoning"), message  # the parser is on: the chain is split off
+    with client(vllm_url) as c:
+        completions = c.judge_all(QUERY, PASSAGES)
+    for budget, source in ((64, VerdictSource.ANSWER_LOGPROBS), (6, VerdictSource.FORCED_ANSWER)):
+        with client(vllm_reasoning_url, mode="chat", max_reasoning_tokens=budget) as c:
+            chat = c.judge_all(QUERY, PASSAGES)
+        if budget == 64:
+            reference = completions
+        else:
+            with client(vllm_url, max_reasoning_tokens=budget) as c:
+                reference = c.judge_all(QUERY, PASSAGES)
+        for a, b in zip(reference, chat, strict=True):
+            assert b.source is source, b
+            assert b.relevant is a.relevant and b.reasoning == a.reasoning, (a, b)
+            assert b.score == pytest.approx(a.score, abs=SAME_SERVER)
+
+
+# ------------------------------------------------- both rerankers in their real pipelines
+
+#: Four levels of the demo model's score (0.03, 0.47, 0.88, 0.97): no ties to order.
+PIPELINE_QUERY = "why do volcanoes erupt lava"
+CORPUS = [
+    ("d-cats", "Cats sleep all day."),
+    ("d-erupt", "Volcanoes erupt."),
+    ("d-lava", "Volcanoes erupt hot lava."),
+    ("d-mountains", "Volcanoes are mountains."),
+]
+
+
+def expected_ranking() -> list[str]:
+    """Best first by the demo model's analytical score."""
+    scores = {pid: expected_p_true(PIPELINE_QUERY, text) for pid, text in CORPUS}
+    assert len(set(scores.values())) == len(CORPUS)
+    return sorted(scores, key=lambda pid: -scores[pid])
+
+
+def test_langchain_retriever_against_vllm(vllm_url: str) -> None:
+    from langchain_classic.retrievers import ContextualCompressionRetriever
+    from langchain_core.documents import Document
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+    from langchain_core.vectorstores import InMemoryVectorStore
+
+    from rank1_integrations.langchain import Rank1Rerank
+
+    store = InMemoryVectorStore(DeterministicFakeEmbedding(size=16))
+    store.add_documents([Document(id=pid, page_content=text) for pid, text in CORPUS])
+    with client(vllm_url) as c:
+        retriever = ContextualCompressionRetriever(
+            base_compressor=Rank1Rerank(client=c, top_n=len(CORPUS)),
+            base_retriever=store.as_retriever(search_kwargs={"k": len(CORPUS)}),
+        )
+        docs = retriever.invoke(PIPELINE_QUERY)
+    assert [d.id for d in docs] == expected_ranking()
+    for doc in docs:
+        assert doc.metadata["relevance_score"] == pytest.approx(
+            expected_p_true(PIPELINE_QUERY, doc.page_content), abs=ANALYTIC)
+        assert doc.metadata["rank1_relevant"] is (doc.metadata["relevance_score"] > 0.5)
+
+
+async def test_llama_index_query_engine_against_vllm(vllm_url: str) -> None:
+    from llama_index.core import VectorStoreIndex
+    from llama_index.core.embeddings import MockEmbedding
+    from llama_index.core.llms import MockLLM
+    from llama_index.core.query_engine import RetrieverQueryEngine
+    from llama_index.core.schema import TextNode
+
+    from rank1_integrations.llama_index import Rank1Rerank
+
+    index = VectorStoreIndex([TextNode(id_=pid, text=text) for pid, text in CORPUS],
+                             embed_model=MockEmbedding(embed_dim=8))
+    async with client(vllm_url) as c:
+        engine = RetrieverQueryEngine.from_args(
+            index.as_retriever(similarity_top_k=len(CORPUS)), llm=MockLLM(),
+            node_postprocessors=[Rank1Rerank(client=c, top_n=len(CORPUS))],
+        )
+        response = await engine.aquery(PIPELINE_QUERY)
+    nodes = response.source_nodes
+    assert [n.node.node_id for n in nodes] == expected_ranking()
+    for n in nodes:
+        assert n.score == pytest.approx(
+            expected_p_true(PIPELINE_QUERY, n.node.get_content()), abs=ANALYTIC)

@@ -173,3 +173,40 @@ async def test_rerank_disconnect_frees_slot(one_slot_server: str) -> None:
     await wait_for_metric(root, "rank1_busy_slots", 0)
     await wait_for_metric(root, "rank1_queue_depth", 0)
     await wait_for_metric(root, "rank1_cancelled_requests_total", cancelled_before + 1)
+
+
+async def test_rerank_deadline_is_a_504_and_frees_the_slot(one_slot_server: str) -> None:
+    """The engine's path of the per-request ``deadline``: a chain of ~3,900 tokens (seconds
+    on the slow model) and a 1-second deadline: 504 ``deadline_exceeded`` soon after 1 s,
+    the generation cancelled (the slot frees, counted as cancelled, not finished)."""
+    root = one_slot_server.removesuffix("/v1")
+    cancelled_before = metric(root, "rank1_cancelled_requests_total")
+    finished_before = metric(root, "rank1_finished_generations_total")
+    async with httpx.AsyncClient(base_url=one_slot_server, timeout=60) as http:
+        start = asyncio.get_running_loop().time()
+        r = await http.post("/rerank", json={
+            "query": "q", "documents": ["a"], "max_reasoning_tokens": 3900, "deadline": 1})
+        took = asyncio.get_running_loop().time() - start
+    err = _error(r, 504)
+    assert err["code"] == "deadline_exceeded" and err["param"] == "deadline", err
+    assert 1 <= took < 1 + 5, f"the 504 took {took:.1f} s"
+    await wait_for_metric(root, "rank1_busy_slots", 0, timeout=5)
+    await wait_for_metric(root, "rank1_cancelled_requests_total", cancelled_before + 1)
+    assert metric(root, "rank1_finished_generations_total") == finished_before
+
+
+def test_rerank_options_on_the_engine(server: str) -> None:
+    """On the engine no document fails alone, so ``on_error: "drop"`` is accepted and has
+    nothing to drop (no ``dropped`` key); a deadline that is not reached changes nothing;
+    a stream takes no deadline (400 naming it); bad values are refused naming the field."""
+    body = {"query": "tides", "documents": ["the moon", "the sun"]}
+    r = httpx.post(f"{server}/rerank", json={**body, "on_error": "drop", "deadline": 60},
+                   timeout=60)
+    assert r.status_code == 200, r.text
+    assert sorted(x["index"] for x in r.json()["results"]) == [0, 1]
+    assert "dropped" not in r.json()
+    r = httpx.post(f"{server}/rerank", json={**body, "stream": True, "deadline": 5}, timeout=60)
+    assert _error(r, 400)["param"] == "deadline"
+    for bad in ({"deadline": 0}, {"deadline": -1}, {"on_error": "keep"}):
+        r = httpx.post(f"{server}/rerank", json={**body, **bad}, timeout=60)
+        assert r.status_code in (400, 422) and next(iter(bad)) in r.text, r.text

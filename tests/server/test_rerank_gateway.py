@@ -3,7 +3,10 @@ answered by judging through ``Rank1Client`` at a real upstream, llama.cpp's
 ``llama-server`` serving the demo model (its chains end on ``</think> true|false``, so the
 scores are known); the cohere SDK and LangChain's ``CohereRerank`` in front. Faults: the
 upstream gone (502 naming it, ``/health`` 503) and back at its address (recovered, no
-restart), a per-document cut a gateway cannot make (400)."""
+restart), a per-document cut a gateway cannot make (400). The per-request options: a
+``deadline`` that passes (504, the upstream's work cancelled), ``on_error`` (a document
+the upstream cannot judge fails the request with 502, or is dropped and named), and a
+client that hangs up (the upstream's work cancelled)."""
 
 from __future__ import annotations
 
@@ -24,14 +27,47 @@ from rank1_integrations import Rank1Client
 
 from .rerank_support import EXPECTED, KEY, NO_RETRY, ORDER, QUERY, TEXTS
 
+#: The upstream's context per slot: the demo prompts (~45 tokens) and their 64-token
+#: budget fit, :data:`TOO_LONG` does not (the upstream's limit fails that document alone).
+UPSTREAM_CTX = 512
+#: A document of ~950 of the demo model's tokens (under the client's 6,000-character cut).
+TOO_LONG = " ".join(["honey bees nectar flowers"] * 200)
+
 
 @pytest.fixture(scope="module")
 def upstream(demo_model: Path) -> Iterator[str]:
     """llama-server on the demo model; yields its /v1 base URL."""
     from ..real.servers import llama_server, llama_server_binary
 
-    with llama_server(llama_server_binary(), demo_model, parallel=2, alias="rank1-demo") as url:
+    with llama_server(llama_server_binary(), demo_model, parallel=2, alias="rank1-demo",
+                      n_ctx_per_slot=UPSTREAM_CTX) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def slow_upstream(smollm2_path: Path) -> Iterator[str]:
+    """llama-server on SmolLM2 with ``--ignore-eos``: every chain spends its whole budget
+    (1,500 tokens: tens of seconds here), so a request is still running upstream when
+    its deadline passes or its client hangs up. Yields its /v1 base URL."""
+    from ..real.servers import llama_server, llama_server_binary
+
+    with llama_server(llama_server_binary(), smollm2_path, parallel=2, alias="rank1-test",
+                      extra=["--ignore-eos"]) as url:
+        yield url
+
+
+def _generating(upstream: str) -> int:
+    """How many of llama-server's slots are generating now (its ``/slots``)."""
+    slots = httpx.get(upstream.removesuffix("/v1") + "/slots", timeout=5).json()
+    return sum(1 for s in slots if s.get("is_processing"))
+
+
+def _wait_idle(upstream: str, seconds: float) -> int:
+    """Poll until no slot of ``upstream`` generates or ``seconds`` pass; the busy count."""
+    end = time.monotonic() + seconds
+    while (busy := _generating(upstream)) and time.monotonic() < end:
+        time.sleep(0.05)
+    return busy
 
 
 @pytest.fixture(scope="module")
@@ -262,3 +298,98 @@ async def test_rank1_client_rerank_mode_through_the_gateway(
     assert [j.index for j in ranked] == list(ORDER)
     assert [j.score for j in sorted(got, key=lambda j: j.index)] == pytest.approx(
         EXPECTED, abs=2e-3)
+
+
+# ------------------------------------------------------------- per-request options
+
+
+def test_a_document_the_upstream_fails_on_is_a_502_or_dropped_and_named(gateway: str) -> None:
+    """One document longer than the upstream's context: by default the request fails
+    with 502 naming the upstream and that document; with ``on_error: "drop"`` the others
+    are answered (right scores, right order) and the failed one is listed in ``dropped``,
+    never given a score: on all three routes, and through the cohere SDK's
+    ``additional_body_parameters``."""
+    auth = {"Authorization": f"Bearer {KEY}"}
+    docs = [TEXTS[0], TOO_LONG, TEXTS[1]]
+    body = {"model": "rank1-demo", "query": QUERY, "documents": docs}
+    r = httpx.post(f"{gateway}/v2/rerank", json=body, headers=auth, timeout=60)
+    assert r.status_code == 502, r.text
+    assert r.json()["code"] == "upstream_error" and "passage 1" in r.json()["message"], r.text
+    for path in ("/v2/rerank", "/v1/rerank", "/rerank"):
+        r = httpx.post(f"{gateway}{path}", json={**body, "on_error": "drop"}, headers=auth,
+                       timeout=60)
+        assert r.status_code == 200, (path, r.text)
+        out = r.json()
+        assert [x["index"] for x in out["results"]] == [2, 0], (path, out)
+        for x in out["results"]:
+            want = EXPECTED[TEXTS.index(docs[x["index"]])]
+            assert x["relevance_score"] == pytest.approx(want, abs=2e-3)
+        (dropped,) = out["dropped"]
+        assert dropped["index"] == 1 and "context" in dropped["error"], (path, dropped)
+    co = cohere.ClientV2(api_key=KEY, base_url=gateway)
+    out = co.rerank(model="rank1-demo", query=QUERY, documents=docs, request_options={
+        **NO_RETRY, "additional_body_parameters": {"on_error": "drop"}})
+    assert [x.index for x in out.results] == [2, 0]
+    assert [d["index"] for d in out.dropped] == [1]  # type: ignore[attr-defined]
+    # nothing failed: no "dropped" key at all
+    r = httpx.post(f"{gateway}/v2/rerank", json={**body, "documents": TEXTS[:2],
+                                                 "on_error": "drop"}, headers=auth, timeout=60)
+    assert r.status_code == 200 and "dropped" not in r.json(), r.text
+
+
+def test_a_deadline_that_passes_is_a_504_and_cancels_the_upstream_work(
+    demo_model: Path, slow_upstream: str,
+) -> None:
+    """Two documents whose chains take tens of seconds upstream, a 2-second deadline: the
+    request is answered 504 ``deadline_exceeded`` soon after 2 s, in the route's error
+    shape (the cohere SDK's GatewayTimeoutError on /v2/rerank), and the upstream's slots
+    stop generating for it (no score stands in for the missing verdicts)."""
+    body = {"query": QUERY, "documents": TEXTS[:2], "max_reasoning_tokens": 1500,
+            "deadline": 2}
+    with running_server(demo_model, upstream=slow_upstream, upstream_model="rank1-test") as url:
+        root = url.removesuffix("/v1")
+        start = time.monotonic()
+        r = httpx.post(f"{root}/v1/rerank", json=body, timeout=30)
+        took = time.monotonic() - start
+        assert r.status_code == 504, r.text
+        err = r.json()  # Cohere's message beside OpenAI's error object on /v1/rerank
+        assert err["code"] == "deadline_exceeded" and "deadline of 2" in err["message"], err
+        assert err["error"]["type"] == "timeout_error" and err["error"]["param"] == "deadline"
+        assert 2 <= took < 2 + 8, f"the 504 took {took:.1f} s"
+        assert _wait_idle(slow_upstream, 5) == 0, "the upstream still generates after a 504"
+        co = cohere.ClientV2(api_key="x", base_url=root, timeout=30)
+        start = time.monotonic()
+        with pytest.raises(cohere.GatewayTimeoutError) as info:
+            co.rerank(model="m", query=QUERY, documents=TEXTS[:2], request_options={
+                **NO_RETRY, "additional_body_parameters": {
+                    "deadline": 2, "max_reasoning_tokens": 1500}})
+        assert time.monotonic() - start < 2 + 8
+        assert info.value.body["code"] == "deadline_exceeded", info.value.body
+        assert _wait_idle(slow_upstream, 5) == 0
+
+
+def test_a_client_that_hangs_up_cancels_the_upstream_requests(
+    demo_model: Path, slow_upstream: str,
+) -> None:
+    """The client gives up after 3 s and closes its connection while both documents are
+    generating upstream: within 5 s no upstream slot generates any more."""
+    with running_server(demo_model, upstream=slow_upstream, upstream_model="rank1-test") as url:
+        gave_up: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                httpx.post(f"{url.removesuffix('/v1')}/rerank", timeout=3, json={
+                    "query": QUERY, "documents": TEXTS[:2], "max_reasoning_tokens": 1500})
+            except httpx.ReadTimeout as exc:
+                gave_up.append(exc)
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        end = time.monotonic() + 3
+        while not _generating(slow_upstream) and time.monotonic() < end:
+            time.sleep(0.02)
+        assert _generating(slow_upstream) > 0, "the upstream never started generating"
+        caller.join()
+        assert gave_up, "the request was answered before the client hung up"
+        busy = _wait_idle(slow_upstream, 5)
+        assert busy == 0, "the upstream still generates for a client that left"

@@ -46,7 +46,8 @@ async def rerank_v1(
     ranked = await rerank(
         request, state, body.query, docs, top_n=body.top_n, instruction=body.instruction,
         max_reasoning_tokens=body.max_reasoning_tokens,
-        max_passage_tokens=body.max_passage_tokens(),
+        max_passage_tokens=body.max_passage_tokens(), deadline=body.deadline,
+        on_error=body.on_error,
     )
     response = RerankResponse(
         id=f"rerank-{uuid.uuid4().hex}", model=state.model_name,
@@ -54,5 +55,6 @@ async def rerank_v1(
         usage=ranked.usage(),
         meta=CohereMeta.of("1", ranked.documents, ranked.prompt_tokens,
                            ranked.completion_tokens),
+        **ranked.extras(),
     )
     return JSONResponse(response.model_dump(exclude_unset=True))

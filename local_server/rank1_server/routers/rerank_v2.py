@@ -37,11 +37,13 @@ async def rerank_v2(
     ranked = await rerank(
         request, state, body.query, [Document(d) for d in body.documents], top_n=body.top_n,
         instruction=body.instruction, max_reasoning_tokens=body.max_reasoning_tokens,
-        max_passage_tokens=body.max_tokens_per_doc,
+        max_passage_tokens=body.max_tokens_per_doc, deadline=body.deadline,
+        on_error=body.on_error,
     )
     response = CohereV2RerankResponse(
         id=str(uuid.uuid4()), results=ranked.results(),
         meta=CohereMeta.of("2", ranked.documents, ranked.prompt_tokens,
                            ranked.completion_tokens),
+        **ranked.extras(),
     )
     return JSONResponse(response.model_dump(exclude_unset=True))

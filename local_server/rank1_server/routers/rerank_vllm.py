@@ -32,12 +32,14 @@ async def rerank_vllm(
     docs = [Document(text, title) for text, title in body.passages()]
     ranked = await rerank(
         request, state, body.query, docs, top_n=body.top_n, instruction=body.instruction,
-        max_reasoning_tokens=body.max_reasoning_tokens,
+        max_reasoning_tokens=body.max_reasoning_tokens, deadline=body.deadline,
+        on_error=body.on_error,
     )
     response = RerankResponse(
         id=f"rerank-{uuid.uuid4().hex}", model=state.model_name,
         results=ranked.results(body.returned_document if body.return_documents else None),
         usage=ranked.usage(),
+        **ranked.extras(),
     )
     return JSONResponse(response.model_dump(exclude_unset=True))
 
