@@ -120,7 +120,8 @@ async def stream_rerank(
 
     task = asyncio.ensure_future(judge.judge_many(
         body.query, docs, instruction=body.instruction, max_reasoning_tokens=budget,
-        max_passage_tokens=body.max_passage_tokens(), on_text=on_text, on_verdict=on_verdict,
+        max_passage_tokens=body.max_passage_tokens(),
+        on_text=None if body.stream_reasoning is False else on_text, on_verdict=on_verdict,
     ))
     task.add_done_callback(lambda _: queue.put_nowait(None))
     # The prompts are prepared and queued before the task's first await: errors found

@@ -81,8 +81,8 @@ class Job:
     stop_after: int | None
     threshold: float
     #: Someone acts on each verdict as it lands (an iterator, a callback, a budget): the
-    #: transport then hands them on one by one where it can (rank1-server's stream), at
-    #: some client CPU per event; else a shared request's verdicts come together.
+    #: transport then hands them on one by one where it can (rank1-server's stream, a few
+    #: ms of client CPU per call); else a shared request's verdicts come together.
     early: bool = False
     #: The query's span (its own, or its call's).
     record: CallRecord = field(default_factory=CallRecord)

@@ -98,6 +98,10 @@ class RerankRequest(_Wire):
     #: :class:`RerankStreamResult`, then :class:`RerankStreamDone`) instead of one JSON.
     #: None (the default) is left out of a dumped request, so other hosts never see it.
     stream: bool | None = None
+    #: rank1-server only, with ``stream``: ``False`` leaves out the ``reasoning`` events
+    #: (each ``result`` still carries its whole chain), for a client that wants only the
+    #: verdicts as they land. None (the default) streams them.
+    stream_reasoning: bool | None = None
 
     @field_validator("query")
     @classmethod
@@ -351,7 +355,7 @@ RerankResponse.model_rebuild()
 #
 # * ``reasoning`` - a piece of one document's reasoning as it is generated; a document's
 #   pieces, joined, are its chain (``result.reasoning`` is that, stripped). Pieces of
-#   different documents interleave.
+#   different documents interleave. Left out with ``"stream_reasoning": false``.
 # * ``result`` - one document's verdict as it lands (every document, in the order they
 #   finish): the same object as in the non-streamed ``results``.
 # * ``done`` - last: ``ranking`` (input indices best first, ``top_n`` of them: the

@@ -70,6 +70,25 @@ def test_stream_on_the_demo_model(demo_server: str) -> None:
     assert all(r.reasoning for r in results.values())
 
 
+def test_stream_without_reasoning_events(demo_server: str) -> None:
+    """``"stream_reasoning": false``: only result events, then done; the results (chains
+    included) equal those of the full stream."""
+    body = {"query": "how do bees make honey from nectar", "documents": [
+        "Volcanoes erupt when magma rises through the crust.",
+        "Bees make honey from nectar they collect from flowers."]}
+    full = _stream(demo_server, body)
+    bare = _stream(demo_server, {**body, "stream_reasoning": False})
+    assert [type(e) for e in bare] == [RerankStreamResult, RerankStreamResult, RerankStreamDone]
+    assert any(isinstance(e, RerankStreamReasoning) for e in full)
+
+    def results(events: list) -> dict:
+        return {e.result.index: {**e.result.wire(), "relevance_score": 0}
+                for e in events if isinstance(e, RerankStreamResult)}
+
+    assert results(bare) == results(full)
+    assert all(r["reasoning"] for r in results(bare).values())
+
+
 def _check_stream(server: str, body: dict) -> dict:
     DOCS = body["documents"]  # noqa: N806
     events = _stream(server, body)

@@ -136,6 +136,8 @@ class RerankTransport(BatchTransport):
             instruction=first.instruction or None,
             max_reasoning_tokens=first.max_reasoning_tokens,
             stream=True if stream else None,
+            # the client reads only the verdicts: no event per reasoning token to parse
+            stream_reasoning=False if stream else None,
         )
         return request.model_dump(exclude_none=True)
 
