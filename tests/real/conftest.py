@@ -27,13 +27,15 @@ from .servers import (  # noqa: E402
     llama_server,
     llama_server_binary,
     smollm2_path,
+    vllm_demo_gguf,
 )
 
 DEMO = Path(__file__).resolve().parents[2] / "local_server/rank1_server/demo/rank1-demo.gguf"
 MODEL_NAME = "rank1-test"
 #: Reasoning budgets: the demo model's chain fits in 64 tokens; SmolLM2 ends its turn
-#: after a few tokens or runs out of 16.
-BUDGET = {"demo": 64, "smollm2": 16}
+#: after a few tokens or runs out of 16. ``demo-hf``: the demo model's Hugging Face copy
+#: (vLLM's) converted back to GGUF by llama.cpp's converter.
+BUDGET = {"demo": 64, "demo-hf": 64, "smollm2": 16}
 SERVERS = ("rank1-server", "llama-server", "llama-cpp-python")
 
 
@@ -50,6 +52,8 @@ class RealServer:
 
 
 def model_path(model: str) -> Path:
+    if model == "demo-hf":
+        return vllm_demo_gguf()
     return DEMO if model == "demo" else smollm2_path()
 
 

@@ -133,6 +133,18 @@ def hf_demo_model() -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
+def vllm_demo_gguf() -> Path:
+    """The demo model's Hugging Face copy (vLLM's) converted to GGUF by llama.cpp's own
+    ``convert_hf_to_gguf.py`` (scripts/convert_hf_to_gguf.py; cached), for the llama.cpp
+    servers: the weights vLLM serves, through the converter a user would run."""
+    out = subprocess.run(
+        [sys.executable, os.fspath(REPO / "scripts" / "convert_hf_to_gguf.py"),
+         os.fspath(hf_demo_model()), "--python", os.fspath(vllm_python())],
+        check=True, capture_output=True, text=True, timeout=900,
+    )
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
 @contextmanager
 def vllm_server(
     model: str | os.PathLike[str], *, name: str = "rank1-test", max_model_len: int = 2048,

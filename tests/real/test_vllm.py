@@ -143,9 +143,10 @@ def test_a_prompt_over_the_context_names_the_numbers(vllm_url: str) -> None:
 def test_vllm_agrees_with_the_llama_cpp_servers_on_the_same_weights(
     vllm_url: str, start_server, kind: str
 ) -> None:
-    """The same weights (the demo GGUF, and its HF copy for vLLM): the same verdicts, the
-    same chains, scores within the engines' float differences."""
-    other = start_server(kind, "demo")
+    """The same weights (vLLM's HF folder, converted to GGUF by llama.cpp's own converter
+    for the llama.cpp servers): the same verdicts, the same chains, scores within the
+    engines' float differences."""
+    other = start_server(kind, "demo-hf")
     with client(vllm_url) as c:
         ours = c.judge_all(QUERY, PASSAGES)
     with Rank1Client(other.base_url, model="rank1-test", cache=None, max_retries=0,
