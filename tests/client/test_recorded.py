@@ -46,6 +46,7 @@ async def test_replay_gives_the_recorded_judgments(name):
             data["base_url"], model=data["model_name"], mode=data["mode"],
             max_reasoning_tokens=data["max_reasoning_tokens"], cache=None, on_error="keep",
             concurrency=1, max_retries=0, client=http,
+            two_step=data.get("two_step", "off"),
         )
         judgments = await client.ajudge_all(data["query"], data["passages"])
     want = [Judgment.model_validate(j) for j in data["judgments"]]
