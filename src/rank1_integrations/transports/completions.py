@@ -19,7 +19,9 @@ request is the one-step request's own tail: the same tokens (the chain re-tokeni
 server tokenises the prompt), the same logits, the same score; a chain that ends without
 ``</think>`` (the budget, end of text) gets the forced answer as in one step, and one whose
 ``</think>`` is not followed by an answer continues in the second request as the one-step
-request would have. Both requests count in ``Judgment.requests``.
+request would have. Where the second request does not begin with ``</think>`` (a chain
+ended by end of text, which only vLLM reports, or re-tokenised into other tokens), the
+one-step request is sent after all. Every request counts in ``Judgment.requests``.
 
 Decoding is greedy on every server: ``temperature=0`` plus the neutral value of each
 server's own penalty or sampler that could change an argmax (:data:`GREEDY`,
@@ -120,9 +122,8 @@ class CompletionsTransport(Transport):
         self.two_step_setting: TwoStep = two_step
         #: Whether judgments take two requests (``"auto"``: decided in :meth:`fit`).
         self.two_step = two_step == "on"
-        #: Whether the server counts the token that ended a chain (``</think>``, end of
-        #: text) in ``completion_tokens`` (vLLM does; llama-server does not).
-        self._counts_stop_token = False
+        #: vLLM: ``logprob_token_ids`` and ``stop_reason`` (set in :meth:`fit`).
+        self._vllm = False
 
     async def fit(self, call: JudgeCall) -> JudgeCall:
         """Fit ``call`` to what the server says about itself: the answer token ids its
@@ -136,7 +137,7 @@ class CompletionsTransport(Transport):
                 self.answer_token_ids = info.answer_token_ids
             if info.llama_server:
                 self.stream = True
-            self._counts_stop_token = info.vllm
+            self._vllm = info.vllm
             if self.two_step_setting == "auto":
                 # FIX (speed, same score): see the module docstring
                 self.two_step = info.vllm or info.llama_server
@@ -204,7 +205,7 @@ class CompletionsTransport(Transport):
         # with --special or asked per request: without it the stop strings never match and
         # every judgment needs the forced answer
         body: dict[str, Any] = {"preserved_tokens": [THINK_END]}
-        if answer_ids_only and self._counts_stop_token and self.answer_token_ids is not None:
+        if answer_ids_only and self._vllm and self.answer_token_ids is not None:
             body["logprob_token_ids"] = list(self.answer_token_ids)
         return await self._complete(self._params(
             prompt, max_tokens, stop=list(STOP_STRINGS), extra_body=body,
@@ -223,14 +224,22 @@ class CompletionsTransport(Transport):
         # the stop string is not in the text on vLLM or llama-server; a server that keeps
         # it (include_stop_str_in_output) has it cut here: the second request writes it
         chain = first["text"].split(THINK_END, 1)[0]
-        used = first["tokens_used"] - (
-            1 if self._counts_stop_token and first["finish_reason"] == "stop" else 0
-        )
-        if first["finish_reason"] != "stop" or used + 2 > budget:
-            # cut by the budget: the one-step request would have ended the same way (no
-            # room for ``</think>`` and the answer), so the forced answer follows
+        stopped = first["finish_reason"] == "stop"
+        # vLLM, llama-server and rank1-server count the token that ended the chain
+        # (``</think>`` or end of text), which the second request generates again
+        used = first["tokens_used"] - (1 if stopped else 0)
+        if not stopped or used + 2 > budget or (self._vllm and first["stop_reason"] is None):
+            # cut by the budget, or (vLLM says so) ended by end of text: the one-step
+            # request would have ended the same way, so the forced answer follows
             return {**first, "positions": []}
         second = await self._one_step(call.prompt + chain, budget - used, answer_ids_only=True)
+        items = second["positions"]
+        if not items or items[0].token not in (THINK_END, ""):
+            # The tail did not begin where the chain ended (with ``</think>``; "": a server
+            # that does not render it): the chain ended at end of text (servers other than
+            # vLLM do not say which), or re-tokenised it differs from the generated tokens.
+            # The one-step request itself decides, as in the official code.
+            return await self._one_step(call.prompt, budget)
         return {
             **second,
             "text": chain + second["text"],
