@@ -11,6 +11,7 @@ engine). A missing vLLM install or model is an error (``scripts/install_vllm.sh`
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -173,3 +174,71 @@ def test_rerank_gateway_in_front_of_vllm(vllm_url: str) -> None:
     assert [r.index for r in out.results] == [0, 1]
     for r in out.results:
         assert r.relevance_score == pytest.approx(direct_judgments[r.index].score, abs=SAME_SERVER)
+
+
+def _both_paths(url: str, budget: int) -> dict[str, list]:
+    """The same judgments through the one-step and the two-step path (each client probes
+    the server on a first judgment of its own, so the requests counted below are the
+    judgments' alone)."""
+    runs = {}
+    for two_step in ("off", "on"):
+        with client(url, max_reasoning_tokens=budget, two_step=two_step) as c:
+            c.judge(QUERY, "probe the server first")
+            runs[two_step] = c.judge_all(QUERY, PASSAGES)
+    return runs
+
+
+def test_two_steps_give_the_one_step_judgments(vllm_url: str) -> None:
+    """The chain without logprobs stopped at ``</think>``, then its tail from vLLM's
+    prefix cache (``logprob_token_ids``: the two answers only): the same tokens, the same
+    logits, the same score; two requests, both counted."""
+    runs = _both_paths(vllm_url, 64)
+    for one, two in zip(runs["off"], runs["on"], strict=True):
+        assert one.source is two.source is VerdictSource.ANSWER_LOGPROBS, (one, two)
+        assert (two.relevant, two.reasoning) == (one.relevant, one.reasoning)
+        assert (two.reasoning_tokens, two.prompt_tokens) == (one.reasoning_tokens,
+                                                              one.prompt_tokens)
+        assert two.score == pytest.approx(one.score, abs=SAME_SERVER)
+        assert not one.score_estimated and not two.score_estimated
+        assert (one.requests, two.requests) == (1, 2)
+
+
+def test_two_steps_are_the_default_on_vllm(vllm_url: str) -> None:
+    seen: list[dict] = []
+
+    def hook(request: httpx.Request) -> None:
+        if request.url.path.endswith("/completions"):
+            seen.append(json.loads(request.content))
+
+    with httpx.Client(event_hooks={"request": [hook]}, timeout=120) as http, client(
+        vllm_url, client=http
+    ) as c:
+        judgment = c.judge(QUERY, PASSAGES[0])
+    assert judgment.source is VerdictSource.ANSWER_LOGPROBS and judgment.requests >= 2
+    chain, tail = seen
+    assert "logprobs" not in chain and chain["stop"] == [THINK_END]
+    assert tail["prompt"] == build_prompt(QUERY, PASSAGES[0]) + "\n" + judgment.reasoning
+    assert tail["logprob_token_ids"] == list(c.transport.answer_token_ids)
+    assert tail["stop"] == list(STOP_STRINGS)
+
+
+def test_two_steps_take_the_forced_answer_after_a_cut_chain(vllm_url: str) -> None:
+    runs = _both_paths(vllm_url, 6)
+    for one, two in zip(runs["off"], runs["on"], strict=True):
+        assert one.source is two.source is VerdictSource.FORCED_ANSWER, (one, two)
+        assert two.reasoning == one.reasoning
+        assert two.score == pytest.approx(one.score, abs=SAME_SERVER)
+        assert (one.requests, two.requests) == (2, 2)  # the chain, then the forced answer
+
+
+def test_logprobs_over_the_limit_names_the_numbers(vllm_url: str, monkeypatch) -> None:
+    """vLLM refuses more logprobs than its ``--max-logprobs`` (20 by default) with a 400;
+    the client says so with both numbers. The client asks for 20, so a server whose
+    limit is lower refuses it; here the client is made to ask for 21 of this one."""
+    from rank1_integrations.transports import completions
+
+    monkeypatch.setattr(completions, "TOP_LOGPROBS", 21)
+    with client(vllm_url, two_step="off") as c, pytest.raises(
+        JudgmentError, match=r"at most 20 logprobs a token and rank1 asked for 21 \(HTTP 400\)"
+    ):
+        c.judge(QUERY, PASSAGES[0])

@@ -145,8 +145,7 @@ class CompletionsTransport(Transport):
         return replace(call, max_reasoning_tokens=budget, requests=call.requests + count.n)
 
     def _params(
-        self, prompt: str, max_tokens: int, *, logprobs: int | None = TOP_LOGPROBS,
-        **extra: Any,
+        self, prompt: str, max_tokens: int, *, logprobs: bool = True, **extra: Any,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"skip_special_tokens": False, **GREEDY_EXTRA}
         body.update(extra.pop("extra_body", {}))
@@ -158,8 +157,8 @@ class CompletionsTransport(Transport):
             "extra_body": body,
             **extra,
         }
-        if logprobs is not None:
-            params["logprobs"] = logprobs
+        if logprobs:
+            params["logprobs"] = TOP_LOGPROBS
         return params
 
     async def _complete(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -218,7 +217,7 @@ class CompletionsTransport(Transport):
         cache). A chain cut by the budget is returned as is (the forced answer follows)."""
         budget = call.max_reasoning_tokens
         first = await self.sdk.create("completions", parse=_choice, **self._params(
-            call.prompt, budget, logprobs=None, stop=[THINK_END],
+            call.prompt, budget, logprobs=False, stop=[THINK_END],
             extra_body={"preserved_tokens": [THINK_END]},
         ))
         # the stop string is not in the text on vLLM or llama-server; a server that keeps
