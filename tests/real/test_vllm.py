@@ -203,18 +203,24 @@ def test_two_steps_give_the_one_step_judgments(vllm_url: str) -> None:
         assert (one.requests, two.requests) == (1, 2)
 
 
-def test_two_steps_are_the_default_on_vllm(vllm_url: str) -> None:
+def test_two_steps_on_the_wire(vllm_url: str) -> None:
+    """What the two steps send vLLM: the chain without logprobs, stopped at ``</think>``;
+    its tail with the one-step stop strings and the two answer ids' logprobs. The default
+    (``"auto"``) is one step on vLLM, where two measured slower (README)."""
     seen: list[dict] = []
 
     def hook(request: httpx.Request) -> None:
         if request.url.path.endswith("/completions"):
             seen.append(json.loads(request.content))
 
-    with httpx.Client(event_hooks={"request": [hook]}, timeout=120) as http, client(
-        vllm_url, client=http
-    ) as c:
-        judgment = c.judge(QUERY, PASSAGES[0])
-    assert judgment.source is VerdictSource.ANSWER_LOGPROBS and judgment.requests >= 2
+    with httpx.Client(event_hooks={"request": [hook]}, timeout=120) as http:
+        with client(vllm_url, client=http) as c:
+            c.judge(QUERY, PASSAGES[0])
+        assert len(seen) == 1 and seen[0]["logprobs"] == 20  # auto: one step
+        seen.clear()
+        with client(vllm_url, client=http, two_step="on") as c:
+            judgment = c.judge(QUERY, PASSAGES[0])
+    assert judgment.source is VerdictSource.ANSWER_LOGPROBS
     chain, tail = seen
     assert "logprobs" not in chain and chain["stop"] == [THINK_END]
     assert tail["prompt"] == build_prompt(QUERY, PASSAGES[0]) + "\n" + judgment.reasoning
