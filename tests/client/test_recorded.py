@@ -26,7 +26,8 @@ EXPECTED = sorted(
     }.items()
     for model in ("demo", "smollm2")
     for mode in modes
-)
+) + [f"llama-server-{model}-completions-two-step.json" for model in ("demo", "smollm2")]
+EXPECTED.sort()
 
 
 def _load(name: str) -> dict:
@@ -71,3 +72,27 @@ def test_llama_server_streams_the_answer_token_with_empty_text():
         for alt in e.get("top_logprobs") or [])]
     assert answers, "no streamed answer entry with empty token text in the recording"
     assert all(entry["bytes"] == [] for entry in answers)
+
+
+@pytest.mark.parametrize("model", ["demo", "smollm2"])
+def test_llama_server_two_steps_give_the_one_step_judgments(model):
+    """The recordings of the same judgments on the real llama-server, one step and two:
+    the two-step chain asks for no logprobs and stops at ``</think>``, its tail goes on
+    from that chain with the one-step stop strings; verdicts, chains and scores agree (on
+    SmolLM2 both fail the same way: llama-server cannot restrict the forced answer)."""
+    one = _load(f"llama-server-{model}-completions.json")
+    two = _load(f"llama-server-{model}-completions-two-step.json")
+    sent = [e["request"]["body"] for e in two["exchanges"]
+            if e["request"]["path"] == "/v1/completions"]
+    chain = sent[0]
+    assert "logprobs" not in chain and chain["stop"] == ["</think>"]
+    if model == "demo":
+        tail = sent[1]
+        assert tail["prompt"].startswith(chain["prompt"]) and tail["logprobs"] == 20
+        assert tail["stop"] == ["</think> true", "</think> false"]
+    for a, b in zip(one["judgments"], two["judgments"], strict=True):
+        assert (a["source"], a["relevant"], a["reasoning"]) == (
+            b["source"], b["relevant"], b["reasoning"])
+        assert (a["error"] is None) is (b["error"] is None)
+        if a["score"] is not None:
+            assert b["score"] == pytest.approx(a["score"], abs=1e-6)

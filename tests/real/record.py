@@ -6,7 +6,9 @@ For each real server (rank1-server, llama-server, llama-cpp-python's server), mo
 demo model, SmolLM2 Q4_1) and client mode it serves, one ``Rank1Client.rerank`` of two
 passages runs through :class:`~rank1_integrations.testing.recording.RecordingTransport`;
 the exchanges and the judgments the client made of them are written to
-``tests/client/recorded/<server>-<model>-<mode>.json``.
+``tests/client/recorded/<server>-<model>-<mode>.json``. Completions mode is recorded one
+step (``two_step="off"``) and, on the servers in :data:`TWO_STEP`, also two steps
+(``<server>-<model>-completions-two-step.json``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ MODES = {
     "llama-server": ("completions", "chat"),
     "llama-cpp-python": ("completions", "chat"),
 }
+#: Servers whose completions mode is also recorded with ``two_step="on"``.
+TWO_STEP = ("llama-server",)
 
 
 def _start(kind: str, model: str, stack: ExitStack) -> str:
@@ -54,16 +58,18 @@ def _start(kind: str, model: str, stack: ExitStack) -> str:
     return stack.enter_context(llama_cpp_python_server(path, alias=MODEL_NAME))
 
 
-async def record(base_url: str, model: str, mode: str) -> dict:
+async def record(base_url: str, model: str, mode: str, two_step: str = "off") -> dict:
     recorder = RecordingTransport()
     async with httpx.AsyncClient(transport=recorder, timeout=300) as http:
         client = Rank1Client(
             base_url, model=MODEL_NAME, mode=mode, max_reasoning_tokens=BUDGET[model],
             cache=None, on_error="keep", concurrency=1, max_retries=0, client=http,
+            two_step=two_step,
         )
         judgments = await client.ajudge_all(QUERY, PASSAGES)
     return {
-        "query": QUERY, "passages": PASSAGES, "mode": mode, "model_name": MODEL_NAME,
+        "query": QUERY, "passages": PASSAGES, "mode": mode, "two_step": two_step,
+        "model_name": MODEL_NAME,
         "max_reasoning_tokens": BUDGET[model], "base_url": base_url,
         "exchanges": recorder.exchanges,
         "judgments": [j.model_dump(mode="json") for j in judgments],
@@ -77,9 +83,12 @@ def main(argv: list[str]) -> int:
         for model in ("demo", "smollm2"):
             with ExitStack() as stack:
                 base_url = _start(kind, model, stack)
-                for mode in MODES[kind]:
-                    data = asyncio.run(record(base_url, model, mode))
-                    path = OUT / f"{kind}-{model}-{mode}.json"
+                runs = [(mode, "off", mode) for mode in MODES[kind]]
+                if kind in TWO_STEP:
+                    runs.append(("completions", "on", "completions-two-step"))
+                for mode, two_step, name in runs:
+                    data = asyncio.run(record(base_url, model, mode, two_step))
+                    path = OUT / f"{kind}-{model}-{name}.json"
                     path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
                     errors = [j["error"] for j in data["judgments"] if j["error"]]
                     print(f"{path.name}: {len(data['exchanges'])} exchanges, "

@@ -20,9 +20,10 @@ request is the one-step request's own tail: the same tokens (the chain re-tokeni
 server tokenises the prompt), the same logits, the same score; a chain that ends without
 ``</think>`` (the budget, end of text) gets the forced answer as in one step, and one whose
 ``</think>`` is not followed by an answer continues in the second request as the one-step
-request would have. Where the second request does not begin with ``</think>`` (a chain
-ended by end of text, which only vLLM reports, or re-tokenised into other tokens), the
-one-step request is sent after all. Every request counts in ``Judgment.requests``.
+request would have. Where the second request begins with anything but ``</think>`` or
+the chain's end of text again (a chain re-tokenised into other tokens, or one ended by end
+of text, which only vLLM reports, that goes on), the one-step request is sent after all.
+Every request counts in ``Judgment.requests``.
 
 Decoding is greedy on every server: ``temperature=0`` plus the neutral value of each
 server's own penalty or sampler that could change an argmax (:data:`GREEDY`,
@@ -235,11 +236,13 @@ class CompletionsTransport(Transport):
             return {**first, "positions": []}
         second = await self._one_step(call.prompt + chain, budget - used, answer_ids_only=True)
         items = second["positions"]
-        if not items or items[0].token not in (THINK_END, ""):
-            # The tail did not begin where the chain ended (with ``</think>``; "": a server
-            # that does not render it): the chain ended at end of text (servers other than
-            # vLLM do not say which), or re-tokenised it differs from the generated tokens.
-            # The one-step request itself decides, as in the official code.
+        if items is None or (items and items[0].token not in (THINK_END, "")):
+            # The tail did not begin where the chain ended: with ``</think>`` ("": a server
+            # that does not render it, or end of text again), or with nothing at all (the
+            # chain's end of text again: the forced answer follows, as in one step). The
+            # chain re-tokenised is not what was generated, or it ended at end of text and
+            # the tail went on (servers other than vLLM do not say how a chain ended):
+            # the one-step request itself decides, as in the official code.
             return await self._one_step(call.prompt, budget)
         return {
             **second,
