@@ -122,7 +122,7 @@ class ClientSettings(BaseModel):
         default="auto",
         description="Completions mode: the chain without logprobs, stopped at </think>, "
         "then its answer alone (same tokens, same score, smaller responses); 'auto': on "
-        "for llama-server (measured faster there), off elsewhere.",
+        "for llama-server and rank1-server (measured faster there), off elsewhere.",
     )
     max_requests_per_minute: int | None = Field(
         default=None, ge=1, strict=True,

@@ -157,7 +157,7 @@ def test_two_steps_give_the_one_step_judgments(start_server, kind):
     """The two-step path (the chain without logprobs, stopped at ``</think>``; then its
     tail from the prompt cache) gives the one-step judgments: same tokens, same logits,
     the same score within float noise (the tail is decoded in another batch shape); two
-    requests a judgment, both counted. ``"auto"`` takes them on llama-server only.
+    requests a judgment, both counted. ``"auto"`` takes them on both servers.
 
     On the demo model only: on SmolLM2 Q4_1 the prompt cache's state alone moves greedy
     chains and scores (~1e-2, see :class:`ReferenceModel`), so two runs of the same
@@ -180,9 +180,8 @@ def test_two_steps_give_the_one_step_judgments(start_server, kind):
         assert two.score == pytest.approx(one.score, abs=FLOAT_NOISE)
         assert two.score_estimated == one.score_estimated
         assert (one.requests, two.requests) == (1, 2), (one, two)
-    # the default: two steps on llama-server, where they measured faster (README)
-    auto = 2 if kind == "llama-server" else 1
-    assert [j.requests for j in runs["auto"]] == [auto] * len(passages)
+    # the default: two steps on both, where they measured faster (README)
+    assert [j.requests for j in runs["auto"]] == [2] * len(passages)
 
 
 @pytest.mark.parametrize("mode", ["completions", "chat"])

@@ -10,10 +10,10 @@ non-streaming responses (it answers in the chat-style logprobs shape): when such
 response stopped on a stop string yet lacks the answer, the request is repeated streaming
 (which keeps them), and streaming is used for that endpoint from then on.
 
-**Two steps** (``two_step``; ``"auto"``, the default, turns it on for llama-server, where
-it was measured faster: ``benchmarks/bench_server.py --paths``): the chain is asked
-for without logprobs and stopped at ``</think>``; a second request on the prompt plus that
-chain asks for the rest with the one-step request's stop strings and logprobs: the server
+**Two steps** (``two_step``; ``"auto"``, the default, turns it on for llama-server and
+rank1-server, where it was measured faster: ``benchmarks/bench_server.py --paths``): the
+chain is asked for without logprobs and stopped at ``</think>``; a second request on the
+prompt plus that chain asks for the rest with the one-step request's stop strings and logprobs: the server
 regenerates ``</think>`` and the answer from its prefix cache, so only those two positions
 carry logprobs (on vLLM only the two answer ids': ``logprob_token_ids``). The second
 request is the one-step request's own tail: the same tokens (the chain re-tokenised as the
@@ -98,7 +98,8 @@ class CompletionsTransport(Transport):
     ranking that mixes calibrated scores with 0/1 ones is silently wrong.
 
     ``two_step``: ``"on"``, ``"off"``, or ``"auto"`` (the default: on where it was measured
-    faster, llama-server; see the module docstring and the README's departures table).
+    faster, llama-server and rank1-server; see the module docstring and the README's
+    departures table).
 
     Each request is one step of ``sdk``'s retry policy: a failed forced answer is retried
     alone, without generating the reasoning again.
@@ -141,9 +142,9 @@ class CompletionsTransport(Transport):
             self._vllm = info.vllm
             if self.two_step_setting == "auto":
                 # Where it was measured faster (benchmarks/bench_server.py --paths, the
-                # README): llama-server. On vLLM the second request cost more than the
-                # logprobs it saved (demo model, CPU); see the module docstring.
-                self.two_step = info.llama_server
+                # README): llama-server and rank1-server. On vLLM it was not (0.67-1.16x,
+                # more client CPU: the second request costs about what it saves).
+                self.two_step = info.llama_server or info.rank1_server
             budget = await self.probe.fit(call.prompt, call.max_reasoning_tokens, info)
         return replace(call, max_reasoning_tokens=budget, requests=call.requests + count.n)
 
