@@ -184,6 +184,28 @@ def test_two_steps_give_the_one_step_judgments(start_server, kind):
     assert [j.requests for j in runs["auto"]] == [2] * len(passages)
 
 
+@pytest.mark.parametrize("kind", ["rank1-server", "llama-server"])
+def test_two_steps_at_the_budget_edge(start_server, kind):
+    """A budget one token short of the answer: one step ends at ``</think>`` cut by the
+    budget and takes the forced answer; so do two (no room for the tail). One token more,
+    both read the answer. Same sources, chains and scores."""
+    server = start_server(kind, "demo")
+    passage = _passages()[0]
+
+    def judge(budget: int, two_step: str):
+        with Rank1Client(server.base_url, model=MODEL_NAME, max_reasoning_tokens=budget,
+                         cache=None, max_retries=0, two_step=two_step) as client:
+            return client.judge(QUERY, passage)
+
+    full = judge(64, "off").reasoning_tokens  # the chain, </think>, the answer
+    for budget, source in ((full - 1, VerdictSource.FORCED_ANSWER),
+                           (full, VerdictSource.ANSWER_LOGPROBS)):
+        one, two = judge(budget, "off"), judge(budget, "on")
+        assert one.source is two.source is source, (budget, one, two)
+        assert two.reasoning == one.reasoning
+        assert two.score == pytest.approx(one.score, abs=FLOAT_NOISE)
+
+
 @pytest.mark.parametrize("mode", ["completions", "chat"])
 @pytest.mark.parametrize("kind", ["rank1-server", "llama-server", "llama-cpp-python"])
 def test_many_judgments_on_keep_alive_connections(start_server, kind, mode):

@@ -248,3 +248,18 @@ def test_logprobs_over_the_limit_names_the_numbers(vllm_url: str, monkeypatch) -
         JudgmentError, match=r"at most 20 logprobs a token and rank1 asked for 21 \(HTTP 400\)"
     ):
         c.judge(QUERY, PASSAGES[0])
+
+
+def test_two_steps_at_the_budget_edge(vllm_url: str) -> None:
+    """A budget one token short of the answer: one step ends at ``</think>`` cut by the
+    budget and takes the forced answer; so do two (the chain leaves no room for the
+    tail). One token more, both read the answer. Same sources, chains and scores."""
+    with client(vllm_url, two_step="off") as c:
+        full = c.judge(QUERY, PASSAGES[0]).reasoning_tokens  # chain, </think>, answer
+    for budget, source in ((full - 1, VerdictSource.FORCED_ANSWER),
+                           (full, VerdictSource.ANSWER_LOGPROBS)):
+        runs = _both_paths(vllm_url, budget)
+        for one, two in zip(runs["off"], runs["on"], strict=True):
+            assert one.source is two.source is source, (budget, one, two)
+            assert two.reasoning == one.reasoning
+            assert two.score == pytest.approx(one.score, abs=SAME_SERVER)
