@@ -13,17 +13,18 @@ response stopped on a stop string yet lacks the answer, the request is repeated 
 **Two steps** (``two_step``; ``"auto"``, the default, turns it on for llama-server and
 rank1-server, where it was measured faster: ``benchmarks/bench_server.py --paths``): the
 chain is asked for without logprobs and stopped at ``</think>``; a second request on the
-prompt plus that chain asks for the rest with the one-step request's stop strings and logprobs: the server
-regenerates ``</think>`` and the answer from its prefix cache, so only those two positions
-carry logprobs (on vLLM only the two answer ids': ``logprob_token_ids``). The second
-request is the one-step request's own tail: the same tokens (the chain re-tokenised as the
-server tokenises the prompt), the same logits, the same score; a chain that ends without
-``</think>`` (the budget, end of text) gets the forced answer as in one step, and one whose
-``</think>`` is not followed by an answer continues in the second request as the one-step
-request would have. Where the second request begins with anything but ``</think>`` or
-the chain's end of text again (a chain re-tokenised into other tokens, or one ended by end
-of text, which only vLLM reports, that goes on), the one-step request is sent after all.
-Every request counts in ``Judgment.requests``.
+prompt plus that chain asks for the rest with the one-step request's stop strings and
+logprobs: the server regenerates ``</think>`` and the answer from its prefix cache, so
+only those two positions carry logprobs (on vLLM only the two answer ids':
+``logprob_token_ids``). The second request is the one-step request's own tail: the same
+tokens (the chain re-tokenised as the server tokenises the prompt), the same logits, the
+same score; a chain that ends without ``</think>`` (the budget, end of text) gets the
+forced answer as in one step, and one whose ``</think>`` is not followed by an answer
+continues in the second request as the one-step request would have. Where the second
+request begins with anything but ``</think>`` or the chain's end of text again (a chain
+re-tokenised into other tokens, or one ended by end of text, which only vLLM reports,
+that goes on), the one-step request is sent after all. Every request counts in
+``Judgment.requests``.
 
 Decoding is greedy on every server: ``temperature=0`` plus the neutral value of each
 server's own penalty or sampler that could change an argmax (:data:`GREEDY`,
