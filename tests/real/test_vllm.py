@@ -11,6 +11,7 @@ engine). A missing vLLM install or model is an error (``scripts/install_vllm.sh`
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -271,3 +272,92 @@ async def test_llama_index_query_engine_against_vllm(vllm_url: str) -> None:
     for n in nodes:
         assert n.score == pytest.approx(
             expected_p_true(PIPELINE_QUERY, n.node.get_content()), abs=ANALYTIC)
+
+
+def _both_paths(url: str, budget: int) -> dict[str, list]:
+    """The same judgments through the one-step and the two-step path (each client probes
+    the server on a first judgment of its own, so the requests counted below are the
+    judgments' alone)."""
+    runs = {}
+    for two_step in ("off", "on"):
+        with client(url, max_reasoning_tokens=budget, two_step=two_step) as c:
+            c.judge(QUERY, "probe the server first")
+            runs[two_step] = c.judge_all(QUERY, PASSAGES)
+    return runs
+
+
+def test_two_steps_give_the_one_step_judgments(vllm_url: str) -> None:
+    """The chain without logprobs stopped at ``</think>``, then its tail from vLLM's
+    prefix cache (``logprob_token_ids``: the two answers only): the same tokens, the same
+    logits, the same score; two requests, both counted."""
+    runs = _both_paths(vllm_url, 64)
+    for one, two in zip(runs["off"], runs["on"], strict=True):
+        assert one.source is two.source is VerdictSource.ANSWER_LOGPROBS, (one, two)
+        assert (two.relevant, two.reasoning) == (one.relevant, one.reasoning)
+        assert (two.reasoning_tokens, two.prompt_tokens) == (one.reasoning_tokens,
+                                                              one.prompt_tokens)
+        assert two.score == pytest.approx(one.score, abs=SAME_SERVER)
+        assert not one.score_estimated and not two.score_estimated
+        assert (one.requests, two.requests) == (1, 2)
+
+
+def test_two_steps_on_the_wire(vllm_url: str) -> None:
+    """What the two steps send vLLM: the chain without logprobs, stopped at ``</think>``;
+    its tail with the one-step stop strings and the two answer ids' logprobs. The default
+    (``"auto"``) is one step on vLLM, where two measured slower (README)."""
+    seen: list[dict] = []
+
+    def hook(request: httpx.Request) -> None:
+        if request.url.path.endswith("/completions"):
+            seen.append(json.loads(request.content))
+
+    with httpx.Client(event_hooks={"request": [hook]}, timeout=120) as http:
+        with client(vllm_url, client=http) as c:
+            c.judge(QUERY, PASSAGES[0])
+        assert len(seen) == 1 and seen[0]["logprobs"] == 20  # auto: one step
+        seen.clear()
+        with client(vllm_url, client=http, two_step="on") as c:
+            judgment = c.judge(QUERY, PASSAGES[0])
+    assert judgment.source is VerdictSource.ANSWER_LOGPROBS
+    chain, tail = seen
+    assert "logprobs" not in chain and chain["stop"] == [THINK_END]
+    assert tail["prompt"] == build_prompt(QUERY, PASSAGES[0]) + "\n" + judgment.reasoning
+    assert tail["logprob_token_ids"] == list(c.transport.answer_token_ids)
+    assert tail["stop"] == list(STOP_STRINGS)
+
+
+def test_two_steps_take_the_forced_answer_after_a_cut_chain(vllm_url: str) -> None:
+    runs = _both_paths(vllm_url, 6)
+    for one, two in zip(runs["off"], runs["on"], strict=True):
+        assert one.source is two.source is VerdictSource.FORCED_ANSWER, (one, two)
+        assert two.reasoning == one.reasoning
+        assert two.score == pytest.approx(one.score, abs=SAME_SERVER)
+        assert (one.requests, two.requests) == (2, 2)  # the chain, then the forced answer
+
+
+def test_logprobs_over_the_limit_names_the_numbers(vllm_url: str, monkeypatch) -> None:
+    """vLLM refuses more logprobs than its ``--max-logprobs`` (20 by default) with a 400;
+    the client says so with both numbers. The client asks for 20, so a server whose
+    limit is lower refuses it; here the client is made to ask for 21 of this one."""
+    from rank1_integrations.transports import completions
+
+    monkeypatch.setattr(completions, "TOP_LOGPROBS", 21)
+    with client(vllm_url, two_step="off") as c, pytest.raises(
+        JudgmentError, match=r"at most 20 logprobs a token and rank1 asked for 21 \(HTTP 400\)"
+    ):
+        c.judge(QUERY, PASSAGES[0])
+
+
+def test_two_steps_at_the_budget_edge(vllm_url: str) -> None:
+    """A budget one token short of the answer: one step ends at ``</think>`` cut by the
+    budget and takes the forced answer; so do two (the chain leaves no room for the
+    tail). One token more, both read the answer. Same sources, chains and scores."""
+    with client(vllm_url, two_step="off") as c:
+        full = c.judge(QUERY, PASSAGES[0]).reasoning_tokens  # chain, </think>, answer
+    for budget, source in ((full - 1, VerdictSource.FORCED_ANSWER),
+                           (full, VerdictSource.ANSWER_LOGPROBS)):
+        runs = _both_paths(vllm_url, budget)
+        for one, two in zip(runs["off"], runs["on"], strict=True):
+            assert one.source is two.source is source, (budget, one, two)
+            assert two.reasoning == one.reasoning
+            assert two.score == pytest.approx(one.score, abs=SAME_SERVER)

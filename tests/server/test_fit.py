@@ -82,8 +82,10 @@ def test_completions_client_fits_the_budget_and_finds_the_answer_ids(
         return running_server(smollm2_path, parallel=1, n_ctx=2048, repack=False,
                               model_name="smollm2")
 
+    # one step: /v1/rerank's requests, so the same cache path (two steps add a request
+    # per document, and SmolLM2's chains, ended by end of text, two more)
     with one_slot() as url, Rank1Client(url, model="smollm2", cache=None, max_retries=0,
-                                        concurrency=1) as client:
+                                        concurrency=1, two_step="off") as client:
         judgments = client.rerank(QUERY, QUICK)
         assert client.transport.answer_token_ids == SMOLLM2_ANSWERS
     with one_slot() as url:

@@ -39,7 +39,7 @@ def read_instruction(value: str | None) -> str | None:
 #: :class:`~rank1_integrations.settings.ClientSettings`' fields, written there once.
 ENDPOINT_SETTINGS = (
     "base_url", "model", "api_key", "mode", "max_reasoning_tokens", "concurrency", "timeout",
-    "max_retries", "max_requests_per_minute", "max_tokens_per_minute",
+    "max_retries", "max_requests_per_minute", "max_tokens_per_minute", "two_step",
 )
 
 

@@ -10,6 +10,22 @@ non-streaming responses (it answers in the chat-style logprobs shape): when such
 response stopped on a stop string yet lacks the answer, the request is repeated streaming
 (which keeps them), and streaming is used for that endpoint from then on.
 
+**Two steps** (``two_step``; ``"auto"``, the default, turns it on for llama-server and
+rank1-server, where it was measured faster: ``benchmarks/bench_server.py --paths``): the
+chain is asked for without logprobs and stopped at ``</think>``; a second request on the
+prompt plus that chain asks for the rest with the one-step request's stop strings and
+logprobs: the server regenerates ``</think>`` and the answer from its prefix cache, so
+only those two positions carry logprobs (on vLLM only the two answer ids':
+``logprob_token_ids``). The second request is the one-step request's own tail: the same
+tokens (the chain re-tokenised as the server tokenises the prompt), the same logits, the
+same score; a chain that ends without ``</think>`` (the budget, end of text) gets the
+forced answer as in one step, and one whose ``</think>`` is not followed by an answer
+continues in the second request as the one-step request would have. Where the second
+request begins with anything but ``</think>`` or the chain's end of text again (a chain
+re-tokenised into other tokens, or one ended by end of text, which only vLLM reports,
+that goes on), the one-step request is sent after all. Every request counts in
+``Judgment.requests``.
+
 Decoding is greedy on every server: ``temperature=0`` plus the neutral value of each
 server's own penalty or sampler that could change an argmax (:data:`GREEDY`,
 :data:`GREEDY_EXTRA`). A response without the logprobs asked for is retried, then fails;
@@ -35,6 +51,7 @@ from ..protocol import (
     is_relevant,
     normalise_answer_token,
 )
+from ..settings import TwoStep
 from .base import JudgeCall, Transport
 from .logprobs import Position, answer_at, closes_on_answer, is_answer_token, positions
 from .sdk import Sdk, counting_requests
@@ -81,6 +98,10 @@ class CompletionsTransport(Transport):
     (score 1.0 or 0.0). Off by default: such a response is retried and then fails, since a
     ranking that mixes calibrated scores with 0/1 ones is silently wrong.
 
+    ``two_step``: ``"on"``, ``"off"``, or ``"auto"`` (the default: on where it was measured
+    faster, llama-server and rank1-server; see the module docstring and the README's
+    departures table).
+
     Each request is one step of ``sdk``'s retry policy: a failed forced answer is retried
     alone, without generating the reasoning again.
     """
@@ -89,7 +110,7 @@ class CompletionsTransport(Transport):
 
     def __init__(
         self, sdk: Sdk, model: str, *, answer_token_ids: tuple[int, int] | None = None,
-        allow_text_only: bool = False,
+        allow_text_only: bool = False, two_step: TwoStep = "auto",
     ) -> None:
         self.sdk = sdk
         self.model = model
@@ -101,6 +122,11 @@ class CompletionsTransport(Transport):
         self.stream = False
         #: Probes the server once for its context and tokenizer (see :meth:`fit`).
         self.probe = ServerProbe(sdk, model)
+        self.two_step_setting: TwoStep = two_step
+        #: Whether judgments take two requests (``"auto"``: decided in :meth:`fit`).
+        self.two_step = two_step == "on"
+        #: vLLM: ``logprob_token_ids`` and ``stop_reason`` (set in :meth:`fit`).
+        self._vllm = False
 
     async def fit(self, call: JudgeCall) -> JudgeCall:
         """Fit ``call`` to what the server says about itself: the answer token ids its
@@ -114,21 +140,31 @@ class CompletionsTransport(Transport):
                 self.answer_token_ids = info.answer_token_ids
             if info.llama_server:
                 self.stream = True
+            self._vllm = info.vllm
+            if self.two_step_setting == "auto":
+                # Where it was measured faster (benchmarks/bench_server.py --paths, the
+                # README): llama-server and rank1-server. On vLLM it was not (0.67-1.16x,
+                # more client CPU: the second request costs about what it saves).
+                self.two_step = info.llama_server or info.rank1_server
             budget = await self.probe.fit(call.prompt, call.max_reasoning_tokens, info)
         return replace(call, max_reasoning_tokens=budget, requests=call.requests + count.n)
 
-    def _params(self, prompt: str, max_tokens: int, **extra: Any) -> dict[str, Any]:
+    def _params(
+        self, prompt: str, max_tokens: int, *, logprobs: bool = True, **extra: Any,
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"skip_special_tokens": False, **GREEDY_EXTRA}
         body.update(extra.pop("extra_body", {}))
-        return {
+        params = {
             "model": self.model,
             "prompt": prompt,
             "max_tokens": max_tokens,
             **GREEDY,
-            "logprobs": TOP_LOGPROBS,
             "extra_body": body,
             **extra,
         }
+        if logprobs:
+            params["logprobs"] = TOP_LOGPROBS
+        return params
 
     async def _complete(self, params: dict[str, Any]) -> dict[str, Any]:
         """One completion as ``{text, finish_reason, stop_reason, positions, tokens_used,
@@ -161,15 +197,67 @@ class CompletionsTransport(Transport):
             judgment = await self._judge(call)
         return judgment.model_copy(update={"requests": call.requests + count.n})
 
-    async def _judge(self, call: JudgeCall) -> Judgment:
-        params = self._params(
-            call.prompt, call.max_reasoning_tokens, stop=list(STOP_STRINGS),
-            # llama-server renders special tokens (rank1's ``</think>``) as "" unless
-            # started with --special or asked per request: without it the stop strings
-            # never match and every judgment needs the forced answer
+    async def _one_step(
+        self, prompt: str, max_tokens: int, *, answer_ids_only: bool = False
+    ) -> dict[str, Any]:
+        """The official request: the chain and its answer, top-20 logprobs at every
+        position, stopped on ``"</think> true"`` / ``"</think> false"``. With
+        ``answer_ids_only`` (the tail of two steps) vLLM is asked for the two answer ids'
+        logprobs instead of the top-20 (``logprob_token_ids``; the sampled token's come
+        with them)."""
+        # llama-server renders special tokens (rank1's ``</think>``) as "" unless started
+        # with --special or asked per request: without it the stop strings never match and
+        # every judgment needs the forced answer
+        body: dict[str, Any] = {"preserved_tokens": [THINK_END]}
+        if answer_ids_only and self._vllm and self.answer_token_ids is not None:
+            body["logprob_token_ids"] = list(self.answer_token_ids)
+        return await self._complete(self._params(
+            prompt, max_tokens, stop=list(STOP_STRINGS), extra_body=body,
+        ))
+
+    async def _two_steps(self, call: JudgeCall) -> dict[str, Any]:
+        """The one-step result in two requests: the chain without logprobs, stopped at
+        ``</think>``; then the one-step request on the prompt plus that chain, for what
+        the budget has left (``</think>`` and the answer, from the server's prefix
+        cache). A chain cut by the budget is returned as is (the forced answer follows)."""
+        budget = call.max_reasoning_tokens
+        first = await self.sdk.create("completions", parse=_choice, **self._params(
+            call.prompt, budget, logprobs=False, stop=[THINK_END],
             extra_body={"preserved_tokens": [THINK_END]},
-        )
-        out = await self._complete(params)
+        ))
+        # the stop string is not in the text on vLLM or llama-server; a server that keeps
+        # it (include_stop_str_in_output) has it cut here: the second request writes it
+        chain = first["text"].split(THINK_END, 1)[0]
+        stopped = first["finish_reason"] == "stop"
+        # vLLM, llama-server and rank1-server count the token that ended the chain
+        # (``</think>`` or end of text), which the second request generates again
+        used = first["tokens_used"] - (1 if stopped else 0)
+        if not stopped or used + 2 > budget or (self._vllm and first["stop_reason"] is None):
+            # cut by the budget, or (vLLM says so) ended by end of text: the one-step
+            # request would have ended the same way, so the forced answer follows
+            return {**first, "positions": []}
+        second = await self._one_step(call.prompt + chain, budget - used, answer_ids_only=True)
+        items = second["positions"]
+        if items is None or (items and items[0].token not in (THINK_END, "")):
+            # The tail did not begin where the chain ended: with ``</think>`` ("": a server
+            # that does not render it, or end of text again), or with nothing at all (the
+            # chain's end of text again: the forced answer follows, as in one step). The
+            # chain re-tokenised is not what was generated, or it ended at end of text and
+            # the tail went on (servers other than vLLM do not say how a chain ended):
+            # the one-step request itself decides, as in the official code.
+            return await self._one_step(call.prompt, budget)
+        return {
+            **second,
+            "text": chain + second["text"],
+            "tokens_used": used + second["tokens_used"],
+            "prompt_tokens": first["prompt_tokens"],
+        }
+
+    async def _judge(self, call: JudgeCall) -> Judgment:
+        if self.two_step:
+            out = await self._two_steps(call)
+        else:
+            out = await self._one_step(call.prompt, call.max_reasoning_tokens)
         reasoning = extract_reasoning(out["text"])
         fields = {
             "index": call.index,

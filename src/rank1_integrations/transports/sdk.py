@@ -155,6 +155,39 @@ def rejected_fields(exc: BaseException, fields: Iterable[str]) -> set[str]:
     }
 
 
+#: vLLM's 400 for more logprobs than its ``--max-logprobs`` (default 20) allows.
+_LOGPROBS_LIMIT = re.compile(
+    r"(?:sample|top) ?logprobs of (\d+),? which is greater than max allowed: (\d+)"
+)
+
+
+def logprobs_limit(exc: BaseException) -> ValueError | None:
+    """A clear error for a server's refusal of the logprobs asked for (vLLM: "Requested
+    sample logprobs of 20, which is greater than max allowed: 5"), naming both numbers and
+    what to do; ``None`` for any other error.
+
+    >>> import httpx
+    >>> response = httpx.Response(400, request=httpx.Request("POST", "http://h/v1"), json={
+    ...     "error": {"message": "Requested sample logprobs of 20, which is greater than "
+    ...                          "max allowed: 5"}})
+    >>> error = logprobs_limit(openai.BadRequestError("bad", response=response, body=None))
+    >>> str(error)[:67]
+    'the server allows at most 5 logprobs a token and rank1 asked for 20'
+    """
+    if not isinstance(exc, openai.APIStatusError) or exc.status_code not in _REFUSAL_STATUSES:
+        return None
+    found = _LOGPROBS_LIMIT.search(_error_text(exc))
+    if found is None:
+        return None
+    asked, allowed = found.groups()
+    return ValueError(
+        f"the server allows at most {allowed} logprobs a token and rank1 asked for {asked} "
+        f"(HTTP {exc.status_code}): rank1 reads the answer from the top-20 as the official "
+        "code does; raise the server's limit (vLLM: --max-logprobs 20), or use "
+        "two_step='on' on vLLM (it asks for the two answer ids only)"
+    )
+
+
 def token_estimate(body: Mapping[str, Any]) -> int:
     """An upper bound on the tokens one request may cost, for ``max_tokens_per_minute``:
     the UTF-8 bytes of its JSON body (they hold the prompt, and no token is shorter than
@@ -237,6 +270,17 @@ class Sdk:
                     "sending without them from now on", sorted(refused), exc.status_code,
                 )
 
+    async def _refusals_named(self, step: Callable[[], Awaitable[T]]) -> T:
+        """``step`` under the retry policy; a refusal of the logprobs asked for raises
+        :func:`logprobs_limit`'s clear error instead of the server's."""
+        try:
+            return await self.retry(step)
+        except openai.APIStatusError as exc:
+            clear = logprobs_limit(exc)
+            if clear is None:
+                raise
+            raise clear from exc
+
     async def create(
         self, endpoint: str, *, parse: Callable[[dict[str, Any]], T] | None = None,
         **params: Any,
@@ -257,7 +301,7 @@ class Sdk:
             )
             return parse(response) if parse is not None else response
 
-        return await self.retry(step)
+        return await self._refusals_named(step)
 
     async def stream(
         self, endpoint: str, *, parse: Callable[[list[dict[str, Any]]], T] | None = None,
@@ -273,7 +317,7 @@ class Sdk:
             )
             return parse(chunks) if parse is not None else chunks
 
-        return await self.retry(step)
+        return await self._refusals_named(step)
 
     async def _collect(
         self, endpoint: str, params: dict[str, Any], extra_body: dict[str, Any]

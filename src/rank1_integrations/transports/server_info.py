@@ -97,6 +97,9 @@ class ServerInfo:
     #: prefilled assistant message (``continue_final_message``), so chat mode can force
     #: the answer there.
     vllm: bool = False
+    #: This package's rank1-server (its ``/v1/models`` entry is ``owned_by:
+    #: "rank1-server"``).
+    rank1_server: bool = False
     #: False when a transient failure left something unprobed (it will be probed again).
     settled: bool = True
 
@@ -202,10 +205,11 @@ class ServerProbe:
         settled = True
         n_ctx: int | None = None
         llama_like = False
-        vllm = False
+        vllm = rank1_server = False
         entry = _model_entry(models, self.model)
         if entry is not None:
             vllm = entry.get("owned_by") == "vllm"
+            rank1_server = entry.get("owned_by") == "rank1-server"
             n_ctx = _positive_int(entry.get("max_model_len"))
             meta = entry.get("meta")
             if isinstance(meta, Mapping):  # llama-server
@@ -246,7 +250,8 @@ class ServerProbe:
                 if true_ids[0] != false_ids[0]:
                     answer_ids = (true_ids[0], false_ids[0])
         info = ServerInfo(n_ctx=n_ctx, tokenizer=tokenizer, answer_token_ids=answer_ids,
-                          llama_server=llama_like, vllm=vllm, settled=settled)
+                          llama_server=llama_like, vllm=vllm, rank1_server=rank1_server,
+                          settled=settled)
         logger.debug("rank1: server info %s", info)
         return info
 
