@@ -221,10 +221,16 @@ class CompletionsTransport(Transport):
         the budget has left (``</think>`` and the answer, from the server's prefix
         cache). A chain cut by the budget is returned as is (the forced answer follows)."""
         budget = call.max_reasoning_tokens
-        first = await self.sdk.create("completions", parse=_choice, **self._params(
-            call.prompt, budget, logprobs=False, stop=[THINK_END],
-            extra_body={"preserved_tokens": [THINK_END]},
-        ))
+        params = self._params(call.prompt, budget, logprobs=False, stop=[THINK_END],
+                              extra_body={"preserved_tokens": [THINK_END]})
+        if self.stream:
+            # llama-server: streamed like its one-step request, so that a caller who
+            # leaves (a deadline, a client hanging up on the gateway) stops the chain:
+            # llama-server notices a closed connection only on a stream (its last chunk
+            # carries the usage read below)
+            first = await self.sdk.stream("completions", parse=_merge_chunks, **params)
+        else:
+            first = await self.sdk.create("completions", parse=_choice, **params)
         # the stop string is not in the text on vLLM or llama-server; a server that keeps
         # it (include_stop_str_in_output) has it cut here: the second request writes it
         chain = first["text"].split(THINK_END, 1)[0]
