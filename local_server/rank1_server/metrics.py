@@ -10,6 +10,9 @@ process, as the tests do).
   difference is the engine's host work per step).
 * ``rank1_busy_slots``, ``rank1_slots``, ``rank1_queue_depth``: the engine right now.
 * ``rank1_judgment_seconds``: time from a rerank request's start to each judgment.
+* ``rank1_dropped_documents_total``: documents left out of a rerank answer under
+  ``on_error: "drop"`` (gateway mode: the upstream failed on them). Requests past their
+  ``deadline`` are the 504s of ``rank1_requests_total``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "rank1_requests", "HTTP requests answered", ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.dropped_documents = Counter(
+            "rank1_dropped_documents",
+            "Documents left out of a rerank answer under on_error=drop (the upstream failed)",
             registry=self.registry,
         )
         self.judgment_seconds = Histogram(

@@ -248,6 +248,7 @@ async def _through_upstream(
                       f"{j.error or 'no verdict'}")
         for j in judgments if j.error is not None or j.score is None
     ]
+    state.metrics.dropped_documents.inc(len(dropped))
     result = JudgeResult(
         kept, sum(j.prompt_tokens for j in kept),
         sum(j.reasoning_tokens for j in kept), (budget,) * n,

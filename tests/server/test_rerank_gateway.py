@@ -25,6 +25,7 @@ from rank1_server.testing import running_server
 
 from rank1_integrations import Rank1Client
 
+from .metrics_support import metric
 from .rerank_support import EXPECTED, KEY, NO_RETRY, ORDER, QUERY, TEXTS
 
 #: The upstream's context per slot: the demo prompts (~45 tokens) and their 64-token
@@ -310,6 +311,7 @@ def test_a_document_the_upstream_fails_on_is_a_502_or_dropped_and_named(gateway:
     never given a score: on all three routes, and through the cohere SDK's
     ``additional_body_parameters``."""
     auth = {"Authorization": f"Bearer {KEY}"}
+    dropped_before = metric(gateway, "rank1_dropped_documents_total")
     docs = [TEXTS[0], TOO_LONG, TEXTS[1]]
     body = {"model": "rank1-demo", "query": QUERY, "documents": docs}
     r = httpx.post(f"{gateway}/v2/rerank", json=body, headers=auth, timeout=60)
@@ -335,6 +337,8 @@ def test_a_document_the_upstream_fails_on_is_a_502_or_dropped_and_named(gateway:
     r = httpx.post(f"{gateway}/v2/rerank", json={**body, "documents": TEXTS[:2],
                                                  "on_error": "drop"}, headers=auth, timeout=60)
     assert r.status_code == 200 and "dropped" not in r.json(), r.text
+    # one dropped document per route and one through the SDK, counted in /metrics
+    assert metric(gateway, "rank1_dropped_documents_total") == dropped_before + 4
 
 
 def test_a_deadline_that_passes_is_a_504_and_cancels_the_upstream_work(
