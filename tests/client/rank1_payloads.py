@@ -50,7 +50,7 @@ REASONING = ["The", " query", " asks", " about", " tides", ".", " The", " passag
              " true", " to", " it", "."]
 
 
-def _recorded_vllm(name: str, path: str, number: int = 0) -> dict[str, Any]:
+def recorded_vllm(name: str, path: str, number: int = 0) -> dict[str, Any]:
     """A fresh copy of the ``number``-th response body to ``path`` in the vLLM recording
     ``recorded/<name>`` (vLLM 0.32.0, re-recorded by ``scripts/record_fixtures.sh vllm
     vllm-reasoning``): the envelope every vLLM builder below fills in."""
@@ -91,7 +91,7 @@ def vllm_completion(
         stop_reason = None
     if last_top is not None:
         tops[-1] = last_top
-    body = _recorded_vllm("vllm-demo-completions.json", "/v1/completions")
+    body = recorded_vllm("vllm-demo-completions.json", "/v1/completions")
     body["choices"][0].update({
         "text": text, "finish_reason": finish, "stop_reason": stop_reason,
         "logprobs": {
@@ -109,7 +109,7 @@ def vllm_completion(
 def vllm_forced(top: dict[str, float], token: str = " true") -> dict[str, Any]:
     """vLLM's answer to the one-token forced request (the recorded one in
     ``vllm-demo-completions-cut.json``, with this token and these logprobs)."""
-    body = _recorded_vllm("vllm-demo-completions-cut.json", "/v1/completions", 1)
+    body = recorded_vllm("vllm-demo-completions-cut.json", "/v1/completions", 1)
     body["choices"][0].update({
         "text": token, "finish_reason": "length", "stop_reason": None,
         "logprobs": {"text_offset": [0], "token_logprobs": [top.get(token, -0.1)],
@@ -256,7 +256,7 @@ def chat_reply(
     ``--reasoning-parser deepseek_r1`` (``vllm-reasoning-demo-chat.json``) with this
     content, chain (under ``reasoning``, or ``reasoning_content`` as older vLLMs and
     llama-server name it) and logprobs."""
-    body = _recorded_vllm("vllm-reasoning-demo-chat.json", "/v1/chat/completions")
+    body = recorded_vllm("vllm-reasoning-demo-chat.json", "/v1/chat/completions")
     choice = body["choices"][0]
     message = choice["message"]
     message.pop("reasoning", None)
