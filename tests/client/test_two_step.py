@@ -15,10 +15,10 @@ from rank1_integrations.protocol import STOP_STRINGS, THINK_END, VerdictSource
 
 from .rank1_payloads import (
     BASE_URL,
-    recorded_vllm,
     body_of,
     http_client,
     prompt_for,
+    recorded_vllm,
     sigmoid_of,
     vllm_completion,
     vllm_forced,
