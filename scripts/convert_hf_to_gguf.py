@@ -73,7 +73,10 @@ def converter(cache: Path) -> Path:
                 rest = member.name.removeprefix(vendor)
                 if member.name.startswith(vendor) and rest.startswith(wanted):
                     member.name = rest
-                    tar.extract(member, staging, filter="data")
+                    if hasattr(tarfile, "data_filter"):  # Python 3.10.12+, 3.11.4+
+                        tar.extract(member, staging, filter="data")
+                    else:
+                        tar.extract(member, staging)
         out.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging, out)
     return out

@@ -7,7 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RANK1_LLAMA_SERVER="${RANK1_LLAMA_SERVER:-$(bash scripts/build_llama_server.sh)}"
 RANK1_TEST_GGUF="${RANK1_TEST_GGUF:-$(bash scripts/fetch_test_model.sh)}"
-RANK1_VLLM_PYTHON="${RANK1_VLLM_PYTHON:-$(bash scripts/install_vllm.sh)}"
-export RANK1_LLAMA_SERVER RANK1_TEST_GGUF RANK1_VLLM_PYTHON
+case " ${*:-vllm} " in  # vLLM only when its recordings are asked for (or all are)
+  *" vllm"*) RANK1_VLLM_PYTHON="${RANK1_VLLM_PYTHON:-$(bash scripts/install_vllm.sh)}" ;;
+esac
+export RANK1_LLAMA_SERVER RANK1_TEST_GGUF
+[ -n "${RANK1_VLLM_PYTHON:-}" ] && export RANK1_VLLM_PYTHON
 
 exec .venv/bin/python -m tests.real.record "$@"

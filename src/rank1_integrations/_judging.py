@@ -173,7 +173,7 @@ class Judging:
         transport = self.transport
         try:
             fitted = [await transport.fit(call) for call in calls]
-            if on_judgments is None:
+            if on_judgments is None or not transport.reports_early:
                 return await transport.judge_batch(fitted)
             return await transport.judge_batch(fitted, on_judgments)
         except JudgmentError:

@@ -63,7 +63,8 @@ class OneRequest(BatchTransport):
         (judgment,) = await self.judge_batch([c])
         return judgment
 
-    async def judge_batch(self, calls: Sequence[JudgeCall], on_judgments=None) -> list[Judgment]:
+    # the signature a custom transport had before on_judgments (it must keep working)
+    async def judge_batch(self, calls: Sequence[JudgeCall]) -> list[Judgment]:  # type: ignore[override]
         self.batches.append([c.index for c in calls])
         if self.fail:
             raise ConnectionError("the server went away")
@@ -112,6 +113,18 @@ async def test_one_call_per_passage_holds_one_slot_each_and_fails_alone() -> Non
     assert [j.ok for j in judgments] == [True, False, True, True, True]
     assert judgments[1].error == (
         "judgment of passage 1 failed: ConnectionError: cannot judge bad")
+
+
+async def test_a_custom_batch_transport_without_on_judgments_still_works() -> None:
+    """A transport written before ``judge_batch`` took ``on_judgments``: callers that act
+    on each verdict (``arerank_iter``, a callback) get its judgments when the batch ends."""
+    transport = OneRequest()
+    client = make_client(transport, cache=None)
+    seen: list[int] = []
+    judged = await client.ajudge_all("q", ["a", "b"], on_judgment=lambda j: seen.append(j.index))
+    assert [j.ok for j in judged] == [True, True] and sorted(seen) == [0, 1]
+    assert sorted([j.index async for j in client.arerank_iter("q", ["c", "d"])]) == [0, 1]
+    assert transport.batches == [[0, 1], [0, 1]]
 
 
 async def test_a_batch_transport_gets_one_call_for_the_uncached_passages() -> None:

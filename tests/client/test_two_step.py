@@ -87,3 +87,22 @@ async def test_a_tail_that_does_not_begin_with_think_end_sends_the_one_step_requ
     assert judgment.source is VerdictSource.ANSWER_LOGPROBS
     assert judgment.score == pytest.approx(sigmoid_of(-0.2, -1.9))
     assert judgment.requests == 6  # the probes (/v1/models, two /tokenize) and three
+
+
+@respx.mock
+async def test_a_chain_answer_without_usage_sends_the_one_step_request(
+    respx_mock: respx.MockRouter,
+) -> None:
+    """A host (or proxy) that leaves ``usage`` out: the chain's length, and so the budget
+    its tail may take, is unknown; the official request decides instead of a guess."""
+    chain = chain_only(THINK_END)
+    del chain["usage"]
+    whole = vllm_completion(answer_top={" true": -0.3, " false": -1.2})
+    route = mock_server(respx_mock, chain, whole)
+    judgment = await make_client().ajudge(QUERY, PASSAGE)
+
+    assert route.call_count == 2
+    one_step = body_of(route.calls[1].request)
+    assert one_step["prompt"] == prompt_for(QUERY, PASSAGE) and one_step["max_tokens"] == 32
+    assert judgment.source is VerdictSource.ANSWER_LOGPROBS
+    assert judgment.score == pytest.approx(sigmoid_of(-0.3, -1.2))

@@ -330,3 +330,24 @@ def test_a_sync_injected_client_streams_too(start_server) -> None:
     assert sorted(seen) == list(range(len(passages)))
     assert kinds == ["text/event-stream", "application/json"]
     _same(got, plain)
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+def test_a_sync_injected_client_frees_the_slots_at_its_deadline(
+    slow_server: str, concurrency: int
+) -> None:
+    """A sync injected client reads each event in a worker thread that blocks until the
+    next one: past the deadline the stream is aborted from the event loop at once (not
+    queued behind that thread, even with one worker), so the server frees its slot now."""
+    root = slow_server.removesuffix("/v1")
+    cancelled = metric(root, "rank1_cancelled_requests_total")
+    with httpx.Client(timeout=120) as http:
+        client = Rank1Client(slow_server, model=MODEL_NAME, mode="rerank",
+                             max_reasoning_tokens=SLOW_BUDGET, cache=None, client=http,
+                             concurrency=concurrency)
+        got = client.judge_all(QUERY, SLOW_DOCS * 4, deadline=1.0)
+        asyncio.run(wait_for(root, "rank1_busy_slots", 0, timeout=3.0))
+        asyncio.run(wait_for(root, "rank1_queue_depth", 0, timeout=3.0))
+        client.close()
+    assert "deadline" in [j.state.value for j in got]
+    assert metric(root, "rank1_cancelled_requests_total") > cancelled

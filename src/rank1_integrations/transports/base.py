@@ -82,6 +82,10 @@ class Transport(ABC):
     name: str = ""
     #: Whether :meth:`judge_batch` sends all its calls in one request.
     one_request: ClassVar[bool] = False
+    #: Whether :meth:`judge_batch` takes ``on_judgments`` and hands judgments on as they
+    #: land (``/rerank``'s stream); the client passes it only to such transports, so a
+    #: custom transport written with ``judge_batch(self, calls)`` keeps working.
+    reports_early: ClassVar[bool] = False
 
     @abstractmethod
     async def judge(self, call: JudgeCall) -> Judgment:

@@ -234,6 +234,10 @@ class CompletionsTransport(Transport):
         # the stop string is not in the text on vLLM or llama-server; a server that keeps
         # it (include_stop_str_in_output) has it cut here: the second request writes it
         chain = first["text"].split(THINK_END, 1)[0]
+        if first["tokens_used"] < 1:
+            # no usage in the answer (a host or proxy that leaves it out): the chain's
+            # length, hence the budget left for its tail, is unknown; one step decides
+            return await self._one_step(call.prompt, budget)
         stopped = first["finish_reason"] == "stop"
         # vLLM, llama-server and rank1-server count the token that ended the chain
         # (``</think>`` or end of text), which the second request generates again

@@ -50,6 +50,7 @@ class RerankTransport(BatchTransport):
     """Judges with ``POST /rerank`` (one request per query)."""
 
     name = "rerank"
+    reports_early = True
 
     def __init__(self, sdk: Sdk, model: str) -> None:
         self.sdk = sdk

@@ -42,10 +42,12 @@ resends and forced answers it took.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import re
+import socket
 import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
@@ -391,21 +393,37 @@ class Sdk:
                     async for data in stream:
                         yield data
                 return
-            sync_stream = await self._in_thread(
+            opening = asyncio.ensure_future(self._in_thread(
                 client.post, path, body=body, cast_to=object, options=options, stream=True,
                 stream_cls=openai.Stream[object],
-            )
+            ))
+            try:
+                sync_stream = await asyncio.shield(opening)
+            except asyncio.CancelledError:
+                # left before the answer began: the worker thread still gets it; close
+                # it then, or the server generates for nobody
+                opening.add_done_callback(_abort_opened)
+                raise
+            finished = False
             try:
                 if not _is_event_stream(sync_stream.response.headers):
                     raw = await self._in_thread(sync_stream.response.read)
                     yield _json_object(raw.decode("utf-8", "replace"), path)
+                    finished = True
                     return
                 items = iter(sync_stream)
                 end = object()
                 while (data := await self._in_thread(next, items, end)) is not end:
                     yield data
+                finished = True
             finally:
-                await self._in_thread(sync_stream.close)
+                if finished:
+                    await self._in_thread(sync_stream.close)
+                else:
+                    # left early (a deadline, the caller stopped, a cancel): a worker
+                    # thread may be blocked reading the next event, so not queued behind
+                    # it in the pool: aborted here, at once
+                    _abort_sync(sync_stream.response)
         except json.JSONDecodeError as exc:
             raise BadResponseError(f"an event of {path} is not valid JSON: {exc}") from exc
         except openai.APIError as exc:
@@ -449,3 +467,22 @@ class Sdk:
     def base_url(self) -> str:
         """The base URL of the SDK client in use now (e.g. ``http://host:8000/v1/``)."""
         return str(self._get_client().base_url)
+
+
+def _abort_sync(response: Any) -> None:
+    """Close a sync streamed ``httpx.Response`` at once, even while a worker thread is
+    blocked reading it: the socket is shut down first (the blocked read returns, and the
+    server sees the client leave now, not at its next event), then the response closed."""
+    network = response.extensions.get("network_stream")
+    sock = network.get_extra_info("socket") if network is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(Exception):  # the reader thread may be closing it too
+        response.close()
+
+
+def _abort_opened(opening: asyncio.Future[Any]) -> None:
+    """Done callback of a streamed request whose caller left while it was being sent."""
+    if not opening.cancelled() and opening.exception() is None:
+        _abort_sync(opening.result().response)
