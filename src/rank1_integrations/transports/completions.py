@@ -168,10 +168,10 @@ class CompletionsTransport(Transport):
 
     async def _complete(self, params: dict[str, Any]) -> dict[str, Any]:
         """One completion as ``{text, finish_reason, stop_reason, positions, tokens_used,
-        chat_shaped}``, streaming when the server needs it. Without ``allow_text_only``, a
-        response without logprobs raises :class:`BadResponseError` inside the step (so
-        it is retried)."""
-        need = not self.allow_text_only
+        chat_shaped}``, streaming when the server needs it. When ``params`` ask for
+        logprobs and ``allow_text_only`` is off, a response without them raises
+        :class:`BadResponseError` inside the step (so it is retried)."""
+        need = "logprobs" in params and not self.allow_text_only
         if not self.stream:
             result = await self.sdk.create(
                 "completions", parse=functools.partial(_choice, require_logprobs=need),
@@ -221,16 +221,13 @@ class CompletionsTransport(Transport):
         the budget has left (``</think>`` and the answer, from the server's prefix
         cache). A chain cut by the budget is returned as is (the forced answer follows)."""
         budget = call.max_reasoning_tokens
-        params = self._params(call.prompt, budget, logprobs=False, stop=[THINK_END],
-                              extra_body={"preserved_tokens": [THINK_END]})
-        if self.stream:
-            # llama-server: streamed like its one-step request, so that a caller who
-            # leaves (a deadline, a client hanging up on the gateway) stops the chain:
-            # llama-server notices a closed connection only on a stream (its last chunk
-            # carries the usage read below)
-            first = await self.sdk.stream("completions", parse=_merge_chunks, **params)
-        else:
-            first = await self.sdk.create("completions", parse=_choice, **params)
+        # streamed where every request is (llama-server): a caller who leaves (a deadline,
+        # a client hanging up on the gateway) then stops the chain, since llama-server
+        # notices a closed connection only on a stream (its last chunk has the usage)
+        first = await self._complete(self._params(
+            call.prompt, budget, logprobs=False, stop=[THINK_END],
+            extra_body={"preserved_tokens": [THINK_END]},
+        ))
         # the stop string is not in the text on vLLM or llama-server; a server that keeps
         # it (include_stop_str_in_output) has it cut here: the second request writes it
         chain = first["text"].split(THINK_END, 1)[0]
