@@ -50,6 +50,13 @@ def answer(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, json=vllm_completion())
 
 
+def answer_in_a_span(request: httpx.Request) -> httpx.Response:
+    """:func:`answer`, inside a span of its own ("http"), as an instrumented HTTP stack
+    would open: the call's span must be its parent."""
+    with trace.get_tracer("test").start_as_current_span("http"):
+        return answer(request)
+
+
 @respx.mock(base_url="http://rank1.test:8123/v1")
 async def test_one_span_per_call_with_genai_attributes(
     respx_mock: respx.MockRouter, exporter: InMemorySpanExporter
@@ -119,13 +126,7 @@ async def test_a_raised_failure_marks_the_span(
 async def test_the_call_span_is_the_parent_of_spans_opened_inside(
     respx_mock: respx.MockRouter, exporter: InMemorySpanExporter
 ) -> None:
-    tracer = trace.get_tracer("test")
-
-    def inside(request: httpx.Request) -> httpx.Response:
-        with tracer.start_as_current_span("http"):
-            return answer(request)
-
-    respx_mock.post("/completions").mock(side_effect=inside)
+    respx_mock.post("/completions").mock(side_effect=answer_in_a_span)
     await make_client().arerank(QUERY, ["plain one"])
     http, call = exporter.get_finished_spans()
     assert call.name == "rank1.rerank"
@@ -151,13 +152,7 @@ async def test_without_opentelemetry_nothing_is_traced(
 async def test_arerank_iter_has_its_span_and_its_requests_are_children(
     respx_mock: respx.MockRouter, exporter: InMemorySpanExporter
 ) -> None:
-    tracer = trace.get_tracer("test")
-
-    def inside(request: httpx.Request) -> httpx.Response:
-        with tracer.start_as_current_span("http"):
-            return answer(request)
-
-    respx_mock.post("/completions").mock(side_effect=inside)
+    respx_mock.post("/completions").mock(side_effect=answer_in_a_span)
     seen = [j async for j in make_client().arerank_iter(QUERY, ["plain one", "plain two"])]
     assert len(seen) == 2
     spans = exporter.get_finished_spans()
